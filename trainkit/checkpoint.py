@@ -1,0 +1,205 @@
+"""Checkpoints: atomic save, safe load, and a model rebuilt from a checkpoint alone.
+
+A checkpoint is a dict of plain data and tensors only (state_dicts, counters,
+RNG states, the resolved config as a dict, class names, versions), so it loads
+with `torch.load(weights_only=True)` and no pickled code ever runs.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pickle
+import random
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from trainkit.errors import CheckpointError, TrainingError
+
+FORMAT = "trainkit.checkpoint/1"
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model under DDP or torch.compile wrappers, so saved keys have no prefixes."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, nn.Module):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _tmp_pattern(path: Path) -> str:
+    return str(path.with_name(f".{path.name}.tmp-*"))
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """Write to a temporary file in the same folder, fsync, rename over `path`, fsync the folder.
+
+    On any failure the previous file at `path` is untouched and the temporary is removed.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
+            raise TrainingError(f"could not save checkpoint {path}: {exc.strerror or exc}; {kept}") from exc
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    for stale in glob.glob(_tmp_pattern(path)):  # left by a process killed mid-write
+        try:
+            os.unlink(stale)
+        except OSError:
+            pass
+
+
+def load_file(path: str | Path) -> Any:
+    """`torch.load(weights_only=True)` with one clear error per way a file can be bad."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path}: checkpoint not found; check the path (a run directory holds last.pt and best.pt)"
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        detail = f"it references {found.group(1)}" if found else "it needs the full unpickler"
+        raise CheckpointError(
+            f"{path}: refused: it holds pickled Python objects, not only tensors and plain data ({detail}); "
+            "trainkit loads weights_only checkpoints; re-save the state_dict with torch.save"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint, truncated or corrupt ({reason}); use another one, such as best.pt"
+        ) from None
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A trainkit checkpoint, checked to carry what `eval` and `--resume` need."""
+    ckpt = load_file(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path}: not a trainkit checkpoint (no {FORMAT!r} marker); "
+            "a bare state_dict can be loaded with model.weights: PATH"
+        )
+    return ckpt
+
+
+def describe_mismatch(model: nn.Module, state: dict) -> str:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape
+    ]
+
+    def show(items: list[str]) -> str:
+        return ", ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
+
+    parts = []
+    if missing:
+        parts.append(f"missing keys: {show(missing)}")
+    if unexpected:
+        parts.append(f"unexpected keys: {show(unexpected)}")
+    if shapes:
+        parts.append(f"shape mismatches (checkpoint vs model): {show(shapes)}")
+    return "; ".join(parts)
+
+
+def strip_prefixes(state: dict) -> dict:
+    """Remove DDP's `module.` and torch.compile's `_orig_mod.` prefixes."""
+    out = {}
+    for k, v in state.items():
+        for prefix in ("module.", "_orig_mod."):
+            while k.startswith(prefix):
+                k = k[len(prefix) :]
+        out[k] = v
+    return out
+
+
+def load_state(model: nn.Module, state: Any, source: str) -> None:
+    """`load_state_dict(strict=True)`, or one line listing what does not fit."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{source}: expected a state_dict (a mapping of names to tensors)")
+    state = strip_prefixes(state)
+    problems = describe_mismatch(model, state)
+    if problems:
+        raise CheckpointError(f"{source}: the checkpoint is of another model: {problems}")
+    model.load_state_dict(state)
+
+
+def load_weights(model: nn.Module, path: str) -> None:
+    """`model.weights`: a bare state_dict file, or a trainkit checkpoint's model."""
+    state = load_file(path)
+    if isinstance(state, dict) and state.get("format") == FORMAT:
+        state = state["model"]
+    load_state(model, state, f"model.weights {path}")
+
+
+# --------------------------------------------------------------------------- RNG state
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    py_version, py_keys, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "gauss": float(np_state[4]),
+        },
+        "python": [py_version, list(py_keys), py_gauss],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    version, keys, gauss = state["python"]
+    random.setstate((version, tuple(keys), gauss))
+
+
+def rebuild(ckpt: dict, source: str) -> tuple[Any, nn.Module]:
+    """The config and the model of a checkpoint, with its weights loaded."""
+    from trainkit import config, models
+    from trainkit.errors import ConfigError
+
+    try:
+        cfg = config.from_dict(ckpt["config"])
+    except ConfigError as exc:
+        raise CheckpointError(f"{source}: its stored config is not valid for this trainkit: {exc}") from None
+    cfg.model.weights = None  # the checkpoint's own weights replace any starting weights
+    model = models.build_model(cfg.model, seed=cfg.seed)
+    load_state(model, ckpt["model"], source)
+    return cfg, model

@@ -1,0 +1,226 @@
+"""The `trainkit` command: one function per subcommand, failures mapped to exit codes.
+
+Exit codes: 0 success; 2 a user input error (config, arguments, data,
+checkpoint), printed as one line; 1 a runtime failure; 130/143 interrupted by
+SIGINT/SIGTERM. `--debug` shows the traceback of any error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import trainkit
+from trainkit.errors import ConfigError, TrainingError, TrainkitError
+
+EXAMPLES = {
+    "train": """examples:
+  trainkit train --config configs/digits.yaml
+  trainkit train --config configs/cifar10.yaml --set data.batch_size=64 --set 'optim.betas=[0.9, 0.99]'
+  trainkit train --config configs/cifar10.yaml --print-config
+  trainkit train --config configs/cifar10.yaml --resume            # continue runs/<name>/last.pt""",
+    "eval": """examples:
+  trainkit eval --ckpt runs/digits/best.pt
+  trainkit eval --ckpt runs/cifar10-cnn/best.pt --data data/cifar10/test --out eval-test.json""",
+    "inspect-shapes": """examples:
+  trainkit inspect-shapes --config configs/cifar10.yaml
+  trainkit inspect-shapes --config configs/cifar10.yaml --input-size 3 32 32
+  trainkit inspect-shapes --ckpt runs/digits/best.pt""",
+    "visdom": """examples:
+  trainkit visdom                      # http://127.0.0.1:8097, loopback only
+  trainkit visdom --port 8098 --host 0.0.0.0""",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the traceback of any error")
+    parser = argparse.ArgumentParser(
+        prog="trainkit",
+        description="Train and evaluate image classifiers from YAML configs.",
+        epilog="Run `trainkit COMMAND --help` for a command's options and examples.",
+    )
+    parser.add_argument("--version", action="version", version=f"trainkit {trainkit.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=help_,
+            description=help_,
+            parents=[common],
+            epilog=EXAMPLES[name],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    p = add("train", "train a model from a YAML config")
+    p.add_argument("--config", metavar="FILE", help="YAML config (optional with --resume CKPT: its config is used)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key; the value is YAML (repeatable)",
+    )
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="CKPT",
+        help="continue from CKPT (default: the run directory's last.pt)",
+    )
+    p.add_argument("--run-dir", metavar="DIR", help="where to write the run (default: runs/<name>)")
+    p.add_argument("--overwrite", action="store_true", help="replace the trainkit files of a non-empty run directory")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    p.set_defaults(func=cmd_train)
+
+    p = add("eval", "evaluate a checkpoint on its validation data")
+    p.add_argument("--ckpt", required=True, metavar="FILE", help="a trainkit checkpoint (last.pt or best.pt)")
+    p.add_argument("--data", metavar="DIR", help="val folder (imagefolder) or data root (cifar) to evaluate on")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key of the checkpoint's config (repeatable)",
+    )
+    p.add_argument("--out", metavar="FILE", help="where to write eval.json (default: beside the checkpoint)")
+    p.set_defaults(func=cmd_eval)
+
+    p = add("inspect-shapes", "show each layer's input and output shape, or where the model breaks")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", metavar="FILE", help="build the model of this config")
+    src.add_argument("--ckpt", metavar="FILE", help="build the model of this checkpoint")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (repeatable)",
+    )
+    p.add_argument(
+        "--input-size",
+        nargs=3,
+        type=int,
+        metavar=("C", "H", "W"),
+        help="input size of one sample (default: the first val sample after its transforms)",
+    )
+    p.set_defaults(func=cmd_inspect_shapes)
+
+    p = add("visdom", "start a visdom server for live plots")
+    p.add_argument("--port", type=int, default=8097, help="port (default: 8097)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback only)")
+    p.set_defaults(func=cmd_visdom)
+    return parser
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    from trainkit import checkpoint, config
+
+    overrides = list(args.overrides) + ([f"run_dir={args.run_dir}"] if args.run_dir else [])
+    if args.config:
+        return config.load_config(args.config, overrides)
+    if args.resume:
+        ckpt = checkpoint.load_checkpoint(args.resume)
+        return config.from_dict(config.apply_overrides(ckpt["config"], overrides, {}))
+    raise ConfigError("train: give --config FILE (or --resume CKPT to continue a run with its own config)")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from trainkit import config, engine
+
+    cfg = _train_config(args)
+    if args.print_config:
+        print(config.dump_config(cfg), end="")
+        return 0
+    resume = None
+    if args.resume is not None:
+        resume = args.resume or str(Path(cfg.run_dir) / "last.pt")
+    run = engine.setup(cfg, resume=resume, overwrite=args.overwrite)
+    engine.fit(run)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from trainkit import engine
+    from trainkit.loggers import format_eval
+
+    result = engine.eval_checkpoint(args.ckpt, args.data, tuple(args.overrides))
+    print(format_eval(result))
+    out = Path(args.out) if args.out else Path(args.ckpt).with_name("eval.json")
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwrote {out}")
+    return 0
+
+
+def cmd_inspect_shapes(args: argparse.Namespace) -> int:
+    from trainkit import checkpoint, config, data, models, shapes
+
+    if args.ckpt:
+        ckpt = checkpoint.load_checkpoint(args.ckpt)
+        ckpt["config"] = config.apply_overrides(ckpt["config"], args.overrides, {})
+        cfg, model = checkpoint.rebuild(ckpt, args.ckpt)
+    else:
+        cfg = config.load_config(args.config, args.overrides)
+        model = models.build_model(cfg.model, seed=cfg.seed)
+    if args.input_size:
+        size = tuple(args.input_size)
+    else:
+        import torch
+
+        from trainkit.errors import DataError
+
+        try:
+            d = data.build_data(cfg.data, cfg.seed, torch.device("cpu"), train=False)
+        except DataError as exc:
+            raise DataError(f"{exc} (or give --input-size C H W)") from None
+        size = data.first_sample_shape(d.val_set, "data.transforms.val")
+    report = shapes.collect(model, size)
+    print(shapes.format_report(report))
+    return 1 if report.failure else 0
+
+
+def cmd_visdom(args: argparse.Namespace) -> int:
+    import subprocess
+
+    cmd = [sys.executable, "-m", "visdom.server", "-port", str(args.port), "-hostname", args.host]
+    if args.host in ("127.0.0.1", "localhost", "::1"):
+        cmd.append("-bind_local")
+    print(f"visdom on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:
+        return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the trainkit command line; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except TrainkitError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"trainkit: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except TrainingError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"trainkit: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("trainkit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

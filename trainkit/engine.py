@@ -1,0 +1,437 @@
+"""The training loop: `fit`, `train_one_epoch`, `evaluate`. Plain functions, read top to bottom."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import trainkit
+from trainkit import checkpoint, config, data, models, optim, shapes
+from trainkit.errors import ConfigError, DeviceError, RunDirError, TrainingError
+from trainkit.loggers import Console, Jsonl, Loggers, truncate_jsonl
+from trainkit.metrics import EpochMeters
+
+RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "samples.png", "eval.json")
+
+
+# --------------------------------------------------------------------------- setup helpers
+
+
+def select_device(spec: str) -> torch.device:
+    """`auto` is CUDA, else MPS, else CPU; an explicit device must exist."""
+    mps = getattr(torch.backends, "mps", None)
+    mps_ok = bool(mps and mps.is_available())
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_ok else "cpu")
+    if spec.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(spec.split(":")[1]) if ":" in spec else 0
+        if index >= count:
+            have = f"{count} CUDA device(s)" if count else "no usable CUDA device"
+            raise DeviceError(f"device: {spec} does not exist; this machine has {have}; use device: auto or cpu")
+    if spec == "mps" and not mps_ok:
+        raise DeviceError("device: mps is not available on this machine; use device: auto or cpu")
+    return torch.device(spec)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def check_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> None:
+    """Run `inspect-shapes` before training, so a shape bug costs seconds, not an epoch."""
+    report = shapes.collect(model, input_shape)
+    if report.failure:
+        f = report.failure
+        fix = f.fix or f.error
+        raise ConfigError(
+            f"model: the forward pass fails at {f.row.path} ({f.row.type}) on input {list(f.row.input_shape or [])}: "
+            f"{fix}; run `trainkit inspect-shapes --config ...` for the table"
+        )
+
+
+def prepare_run_dir(path: Path, resume: bool, overwrite: bool) -> None:
+    """A non-empty run directory is never silently overwritten."""
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"run_dir {path} is a file; choose another --run-dir")
+    if path.is_dir() and any(path.iterdir()) and not resume:
+        if not overwrite:
+            held = ", ".join(sorted(p.name for p in path.iterdir())[:5])
+            raise RunDirError(
+                f"run_dir {path} is not empty (holds {held}); pass --resume to continue it, "
+                "--overwrite to replace its trainkit files, or --run-dir for a new one"
+            )
+        for name in RUN_FILES:
+            with contextlib.suppress(FileNotFoundError):
+                (path / name).unlink()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"run_dir {path}: cannot create it: {exc.strerror}") from None
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class State:
+    """Everything besides the state_dicts that a resumed run needs."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # optimizer steps
+    best: float | None = None
+    best_epoch: int | None = None
+    es_best: float | None = None
+    es_bad_epochs: int = 0
+    stop_signal: int | None = None
+    history: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Run:
+    cfg: Any
+    device: torch.device
+    data: data.Data
+    model: nn.Module
+    net: nn.Module  # what forward calls: the model, or its compiled form
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    loss_fn: nn.Module
+    run_dir: Path
+    loggers: Loggers
+    state: State
+
+
+def _autocast(run: Run) -> Any:
+    amp = run.cfg.train.amp
+    if amp == "off":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(run.device.type, dtype=dtype)
+
+
+def _to_device(run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    fmt = torch.channels_last if run.cfg.train.channels_last and x.dim() == 4 else torch.contiguous_format
+    return x.to(run.device, non_blocking=True, memory_format=fmt), y.to(run.device, non_blocking=True)
+
+
+def train_one_epoch(run: Run, epoch: int) -> dict[str, Any]:
+    """One pass over the training data; returns the epoch's train metrics."""
+    cfg = run.cfg.train
+    run.net.train()
+    loader = run.data.train_loader
+    steps = len(loader)
+    meters = EpochMeters(len(run.data.classes), flush_every=cfg.log_every, confusion=False)
+    run.loggers.begin_epoch(epoch + 1, cfg.epochs, steps)
+    run.optimizer.zero_grad(set_to_none=True)
+    per_step = run.scheduler is not None and run.cfg.scheduler.per_step
+    for i, (x, y) in enumerate(run.data.batches(loader, epoch)):
+        x, y = _to_device(run, x, y)
+        with _autocast(run):
+            logits = run.net(x)
+            loss = run.loss_fn(logits, y)
+        if cfg.on_nan == "skip" and not torch.isfinite(loss):
+            run.optimizer.zero_grad(set_to_none=True)
+            run.state.history.append({"epoch": epoch + 1, "batch": i + 1, "skipped": "non-finite loss"})
+            continue
+        run.scaler.scale(loss / cfg.accumulate).backward()
+        if (i + 1) % cfg.accumulate == 0 or i + 1 == steps:
+            if cfg.grad_clip is not None:
+                run.scaler.unscale_(run.optimizer)
+                params = [p for p in run.model.parameters() if p.grad is not None]
+                if cfg.grad_clip.max_norm is not None:
+                    nn.utils.clip_grad_norm_(params, cfg.grad_clip.max_norm, cfg.grad_clip.norm_type)
+                else:
+                    nn.utils.clip_grad_value_(params, cfg.grad_clip.value)
+            run.scaler.step(run.optimizer)
+            run.scaler.update()
+            run.optimizer.zero_grad(set_to_none=True)
+            run.state.step += 1
+            if per_step:
+                run.scheduler.step()
+        meters.add(loss, logits, y)
+        if (i + 1) % cfg.log_every == 0 or i + 1 == steps:
+            stats = meters.summary()
+            if cfg.on_nan == "stop" and not math.isfinite(stats["loss"]):
+                raise TrainingError(
+                    f"loss became {stats['loss']} in epoch {epoch + 1} by step {i + 1}; the last good checkpoint "
+                    f"({run.run_dir / 'last.pt'}, epoch {run.state.epoch}) is kept; lower optim.lr, set "
+                    "train.grad_clip, or set train.on_nan: skip"
+                )
+            run.loggers.step(epoch + 1, i + 1, steps, stats | {"lr": optim.current_lr(run.optimizer)})
+        if run.state.stop_signal is not None:
+            break
+    return meters.summary()
+
+
+@torch.inference_mode()
+def evaluate(
+    net: nn.Module,
+    loader: Any,
+    batches: Any,
+    loss_fn: nn.Module,
+    device: torch.device,
+    num_classes: int,
+    channels_last: bool = False,
+    autocast: Any = None,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Loss, top-1/top-5 and the confusion matrix over `batches` (an iterable of (x, y))."""
+    was_training = net.training
+    net.eval()
+    meters = EpochMeters(num_classes, flush_every=max(len(loader), 1))
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    try:
+        for x, y in batches:
+            x = x.to(device, non_blocking=True, memory_format=fmt if x.dim() == 4 else torch.contiguous_format)
+            y = y.to(device, non_blocking=True)
+            with autocast or contextlib.nullcontext():
+                logits = net(x)
+                loss = loss_fn(logits, y)
+            meters.add(loss, logits, y)
+        return meters.summary(), meters.confusion_matrix()
+    finally:
+        net.train(was_training)
+
+
+def _improved(value: float, best: float | None, mode: str, delta: float = 0.0) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    if best is None:
+        return True
+    return value > best + delta if mode == "max" else value < best - delta
+
+
+def make_checkpoint(run: Run, epoch_metrics: dict[str, Any]) -> dict[str, Any]:
+    s = run.state
+    return {
+        "format": checkpoint.FORMAT,
+        "model": checkpoint.unwrap(run.model).state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
+        "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
+        "epoch": s.epoch,
+        "step": s.step,
+        "best": {"metric": run.cfg.train.monitor, "value": s.best, "epoch": s.best_epoch},
+        "early_stopping": {"best": s.es_best, "bad_epochs": s.es_bad_epochs},
+        "rng": checkpoint.rng_state(),
+        "config": config.to_dict(run.cfg),
+        "classes": list(run.data.classes),
+        "metrics": {k: v for k, v in epoch_metrics.items() if isinstance(v, (int, float, str, bool))},
+        "versions": {"trainkit": trainkit.__version__, "torch": str(torch.__version__)},
+    }
+
+
+def _restore(run: Run, ckpt: dict) -> None:
+    checkpoint.load_state(run.model, ckpt["model"], "--resume")
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    if run.scheduler is not None and ckpt.get("scheduler") is not None:
+        run.scheduler.load_state_dict(ckpt["scheduler"])
+    if run.scaler.is_enabled() and ckpt.get("scaler") is not None:
+        run.scaler.load_state_dict(ckpt["scaler"])
+    s = run.state
+    s.epoch, s.step = int(ckpt["epoch"]), int(ckpt["step"])
+    s.best, s.best_epoch = ckpt["best"]["value"], ckpt["best"]["epoch"]
+    s.es_best, s.es_bad_epochs = ckpt["early_stopping"]["best"], ckpt["early_stopping"]["bad_epochs"]
+    checkpoint.set_rng_state(ckpt["rng"])
+
+
+@contextlib.contextmanager
+def _stop_on_signals(state: State):
+    """SIGINT/SIGTERM ask the loop to stop after the current step; a second SIGINT aborts at once."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if state.stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        state.stop_signal = signum
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def setup(cfg: Any, resume: str | None = None, overwrite: bool = False, console: Console | None = None) -> Run:
+    """Build everything and check it before the run directory is touched."""
+    device = select_device(cfg.device)
+    seed_everything(cfg.seed)
+    d = data.build_data(cfg.data, cfg.seed, device)
+    model = models.build_model(cfg.model, seed=cfg.seed)
+    input_shape = data.first_sample_shape(d.val_set, "data.transforms.val")
+    data.first_sample_shape(d.train_set, "data.transforms.train")
+    if cfg.train.check_shapes:
+        check_shapes(model, input_shape)
+    ckpt = checkpoint.load_checkpoint(resume) if resume else None
+    if ckpt is not None and ckpt.get("classes") != d.classes:
+        raise ConfigError(f"--resume {resume}: the checkpoint's classes {ckpt.get('classes')} differ from the data's")
+    run_dir = Path(cfg.run_dir)
+    model.to(device)
+    if cfg.train.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = optim.build_optimizer(model, cfg.optim)
+    scheduler = optim.build_scheduler(optimizer, cfg.scheduler, len(d.train_loader), cfg.train.epochs)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
+    loss_fn = optim.build_loss(cfg.train.loss, d.classes).to(device)
+    net = torch.compile(model) if cfg.train.compile else model
+    console = console or Console(cfg.log.progress)
+    run = Run(
+        cfg,
+        device,
+        d,
+        model,
+        net,
+        optimizer,
+        scheduler,
+        scaler,
+        loss_fn,
+        run_dir,
+        Loggers([console, Jsonl(run_dir / "metrics.jsonl")]),
+        State(),
+    )
+    if ckpt is not None:
+        _restore(run, ckpt)
+    prepare_run_dir(run_dir, resume=ckpt is not None, overwrite=overwrite)
+    return run
+
+
+def fit(run: Run) -> dict[str, Any]:
+    """Train from `run.state.epoch` to `train.epochs`; returns the final record."""
+    cfg, s, console = run.cfg, run.state, run.loggers[0]
+    (run.run_dir / "config.yaml").write_text(config.dump_config(cfg), encoding="utf-8")
+    truncate_jsonl(run.run_dir / "metrics.jsonl", s.epoch)
+    if s.epoch == 0:
+        data.save_sample_grid(run.data, run.run_dir / "samples.png")
+    console.print(
+        f"trainkit {trainkit.__version__}: {cfg.name} on {run.device}, {len(run.data.train_set)} train / "
+        f"{len(run.data.val_set)} val images, {len(run.data.classes)} classes, run_dir {run.run_dir}"
+    )
+    console.print(run.data.mix_line())
+    if s.epoch:
+        console.print(f"resuming after epoch {s.epoch} (step {s.step})")
+    record: dict[str, Any] = {}
+    with _stop_on_signals(s):
+        for epoch in range(s.epoch, cfg.train.epochs):
+            run.data.skipped = 0
+            train_m = train_one_epoch(run, epoch)
+            if s.stop_signal is not None:
+                break  # a partial epoch is not recorded; resume repeats it from its start
+            record = {"epoch": epoch + 1, "step": s.step, "lr": optim.current_lr(run.optimizer)}
+            record |= {f"train_{k}": v for k, v in train_m.items() if k in ("loss", "acc", "acc5")}
+            record |= {"images_per_s": train_m.get("images_per_s", 0.0), "time": train_m["time"]}
+            last = epoch + 1 == cfg.train.epochs
+            if (epoch + 1) % cfg.train.eval_every == 0 or last:
+                val_m, _ = evaluate(
+                    run.net,
+                    run.data.val_loader,
+                    run.data.batches(run.data.val_loader, epoch),
+                    run.loss_fn,
+                    run.device,
+                    len(run.data.classes),
+                    cfg.train.channels_last,
+                    _autocast(run),
+                )
+                record |= {f"val_{k}": v for k, v in val_m.items() if k in ("loss", "acc", "acc5")}
+            if run.data.skipped:
+                record["bad_images"] = run.data.skipped
+            s.epoch = epoch + 1
+            if run.scheduler is not None and not cfg.scheduler.per_step:
+                if isinstance(run.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    if cfg.train.monitor in record:
+                        run.scheduler.step(record[cfg.train.monitor])
+                else:
+                    run.scheduler.step()
+            improved = _improved(record.get(cfg.train.monitor), s.best, cfg.train.monitor_mode)
+            if improved:
+                s.best, s.best_epoch = record[cfg.train.monitor], s.epoch
+                record["best"] = True
+            stop_early = _early_stop(cfg.train.early_stopping, s, record)
+            run.loggers.end_epoch(record)
+            ckpt = make_checkpoint(run, record)
+            checkpoint.atomic_save(ckpt, run.run_dir / "last.pt")
+            if improved:
+                checkpoint.atomic_save(ckpt, run.run_dir / "best.pt")
+            if stop_early:
+                es = cfg.train.early_stopping
+                console.print(f"early stopping: {es.monitor} has not improved for {es.patience} epochs")
+                break
+    run.loggers.close()
+    if s.stop_signal is not None:
+        # last.pt already holds the end of the last complete epoch; the partial one is repeated on resume.
+        name = signal.Signals(s.stop_signal).name
+        console.print(
+            f"stopped by {name}; last.pt holds epoch {s.epoch}; resume with: "
+            f"trainkit train --config {run.run_dir / 'config.yaml'} --resume"
+        )
+        raise SystemExit(128 + s.stop_signal)
+    if s.best_epoch is not None:
+        console.print(f"best {cfg.train.monitor} {s.best:.4f} at epoch {s.best_epoch}: {run.run_dir / 'best.pt'}")
+    return record
+
+
+def _early_stop(es: Any, s: State, record: dict[str, Any]) -> bool:
+    if es is None or es.monitor not in record:
+        return False
+    if _improved(record[es.monitor], s.es_best, es.mode, es.min_delta):
+        s.es_best, s.es_bad_epochs = record[es.monitor], 0
+        return False
+    s.es_bad_epochs += 1
+    return s.es_bad_epochs >= es.patience
+
+
+# --------------------------------------------------------------------------- eval
+
+
+def eval_checkpoint(path: str, data_dir: str | None = None, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Rebuild model and val data from a checkpoint alone and evaluate them."""
+    from trainkit.metrics import most_confused, per_class
+
+    ckpt = checkpoint.load_checkpoint(path)
+    raw = ckpt["config"]
+    if data_dir is not None:
+        key = "val" if raw.get("data", {}).get("dataset", "imagefolder") == "imagefolder" else "root"
+        raw.setdefault("data", {})[key] = data_dir
+    raw = config.apply_overrides(raw, overrides, {})
+    ckpt["config"] = raw
+    cfg, model = checkpoint.rebuild(ckpt, path)
+    device = select_device(cfg.device)
+    classes = list(ckpt["classes"])
+    d = data.build_data(cfg.data, cfg.seed, device, classes=classes, train=False)
+    loss_fn = optim.build_loss(cfg.train.loss, classes).to(device)
+    model.to(device)
+    metrics, conf = evaluate(model, d.val_loader, d.batches(d.val_loader, 0), loss_fn, device, len(classes))
+    if d.skipped:
+        metrics["bad_images"] = d.skipped
+    pc = per_class(conf)
+    return {
+        "checkpoint": str(path),
+        "epoch": ckpt["epoch"],
+        "val_loss": metrics["loss"],
+        "val_acc": metrics["acc"],
+        **({"val_acc5": metrics["acc5"]} if "acc5" in metrics else {}),
+        "samples": metrics["samples"],
+        "classes": classes,
+        "per_class": {
+            c: {
+                "accuracy": pc["recall"][i],
+                "precision": pc["precision"][i],
+                "recall": pc["recall"][i],
+                "support": pc["support"][i],
+            }
+            for i, c in enumerate(classes)
+        },
+        "confusion": conf.tolist(),
+        "most_confused": [{"true": t, "predicted": p, "count": n} for t, p, n in most_confused(conf, classes)],
+    }

@@ -1,0 +1,84 @@
+"""Optimizer with parameter groups, scheduler with warmup, and the loss."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainkit import specs
+from trainkit.errors import ConfigError
+
+
+def param_groups(model: nn.Module, cfg: Any) -> list[dict]:
+    """Trainable parameters; biases and normalization weights (ndim <= 1) skip weight decay by default."""
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError("model.freeze: every parameter is frozen; nothing is left to train")
+    wd = cfg.kwargs.get("weight_decay", 0.0) or 0.0
+    if cfg.decay_norm_and_bias or not wd:
+        return [{"params": [p for _, p in params]}]
+    decay = [p for _, p in params if p.ndim > 1]
+    no_decay = [p for _, p in params if p.ndim <= 1]
+    return [g for g in ({"params": decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+
+
+def build_optimizer(model: nn.Module, cfg: Any) -> torch.optim.Optimizer:
+    cls = specs.optimizers()[cfg.type]
+    try:
+        return cls(param_groups(model, cfg), lr=cfg.lr, **cfg.kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"optim: {cfg.type} rejected its arguments: {exc}") from None
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Any, steps_per_epoch: int, epochs: int) -> Any:
+    """The configured scheduler, after a linear warmup when `warmup_epochs` > 0.
+
+    It is stepped per step when `cfg.per_step` (OneCycleLR, CyclicLR), else per epoch.
+    """
+    if cfg is None:
+        return None
+    cls = specs.schedulers()[cfg.type]
+    kwargs = dict(cfg.kwargs)
+    if cfg.type == "OneCycleLR" and "total_steps" not in kwargs:
+        kwargs.setdefault("epochs", epochs - cfg.warmup_epochs)
+        kwargs.setdefault("steps_per_epoch", steps_per_epoch)
+    try:
+        main = cls(optimizer, **kwargs)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ConfigError(f"scheduler: {cfg.type} rejected its arguments: {exc}") from None
+    if not cfg.warmup_epochs:
+        return main
+    if cfg.type == "ReduceLROnPlateau":
+        raise ConfigError("scheduler.warmup_epochs: not supported with ReduceLROnPlateau; remove it")
+    warm_steps = cfg.warmup_epochs * (steps_per_epoch if cfg.per_step else 1)
+    warm = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / (warm_steps + 1), total_iters=warm_steps)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warm, main], milestones=[warm_steps])
+
+
+def build_loss(cfg: Any, classes: list[str]) -> nn.Module:
+    """Any torch.nn loss; `weight` may be a mapping of class name to weight (others 1.0)."""
+    kwargs = dict(cfg.kwargs)
+    weight = kwargs.get("weight")
+    if isinstance(weight, dict):
+        for name in weight:
+            if name not in classes:
+                raise ConfigError(
+                    f"train.loss.weight.{name}: no class named {name!r}{specs.suggest(str(name), classes)}"
+                )
+        kwargs["weight"] = torch.tensor([float(weight.get(c, 1.0)) for c in classes])
+    elif isinstance(weight, list):
+        if len(weight) != len(classes):
+            raise ConfigError(
+                f"train.loss.weight: {len(weight)} weights for {len(classes)} classes; give one per class"
+            )
+        kwargs["weight"] = torch.tensor([float(w) for w in weight])
+    try:
+        return specs.nn_losses()[cfg.type](**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"train.loss: {cfg.type} rejected its arguments: {exc}") from None
+
+
+def current_lr(optimizer: torch.optim.Optimizer) -> float:
+    return float(optimizer.param_groups[0]["lr"])
