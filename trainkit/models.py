@@ -43,6 +43,8 @@ _NAME = re.compile(r"[A-Za-z_][\w-]*")
 def _check_name(name: Any, path: str) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise key_error(path, f"a layer name must be an identifier without dots, got {describe(name)}")
+    if hasattr(OrderedModuleDict, name) or hasattr(nn.Sequential, name):
+        raise key_error(f"{path}.{name}", "this name is taken by an nn.Module attribute; choose another layer name")
     return name
 
 

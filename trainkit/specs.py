@@ -26,11 +26,11 @@ from trainkit.errors import ConfigError
 
 def suggest(name: str, candidates: list[str] | set[str], n: int = 3) -> str:
     """Return ``"; did you mean 'x'?"`` for the closest candidates, or ``""``."""
-    close = difflib.get_close_matches(name, sorted(candidates), n=n, cutoff=0.6)
-    if not close:
-        lowered = {c.lower(): c for c in candidates}
-        if name.lower() in lowered:
-            close = [lowered[name.lower()]]
+    lowered = {c.lower(): c for c in candidates}
+    if name.lower() in lowered:
+        close = [lowered[name.lower()]]
+    else:
+        close = difflib.get_close_matches(name, sorted(candidates), n=n, cutoff=0.6)
     if not close:
         return ""
     return "; did you mean " + " or ".join(repr(c) for c in close) + "?"

@@ -1,0 +1,113 @@
+"""Shared fixtures: real image files on disk, tiny configs, and the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+COLORS = [(200, 40, 40), (40, 40, 200), (40, 180, 40), (200, 200, 40), (180, 40, 180)]
+
+
+def make_image_folder(
+    root: Path, classes: dict[str, int], size: int = 16, ext: str = "png", seed: int = 0, mode: str = "RGB"
+) -> Path:
+    """Write real image files, one folder per class; each class has its own colour, so it is learnable."""
+    rng = np.random.default_rng(seed)
+    for i, (name, count) in enumerate(classes.items()):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for j in range(count):
+            base = np.array(COLORS[i % len(COLORS)], dtype=np.float64)
+            pixels = np.clip(base + rng.normal(0, 30, (size, size, 3)), 0, 255).astype(np.uint8)
+            img = Image.fromarray(pixels, "RGB")
+            if mode != "RGB":
+                img = img.convert(mode)
+            img.save(folder / f"{j:03d}.{ext}")
+    return root
+
+
+def tiny_config(data_root: Path, run_dir: Path, num_classes: int = 2, **sections) -> dict:
+    """A small, fast config over an image folder made by `make_image_folder`."""
+    cfg = {
+        "name": "tiny",
+        "seed": 0,
+        "device": "cpu",
+        "run_dir": str(run_dir),
+        "data": {
+            "dataset": "imagefolder",
+            "train": str(data_root / "train"),
+            "val": str(data_root / "val"),
+            "batch_size": 4,
+            "num_workers": 0,
+            "transforms": {"train": ["ToTensor"]},
+        },
+        "model": {
+            "sequential": [
+                {"Conv2d": [3, 4, 3, 1, 1]},
+                {"ReLU": {}},
+                {"AdaptiveAvgPool2d": [1]},
+                "Flatten",
+                {"Linear": [4, num_classes]},
+            ]
+        },
+        "optim": {"type": "SGD", "lr": 0.1, "momentum": 0.9},
+        "train": {"epochs": 2, "log_every": 2},
+        "log": {"visdom": {"enabled": False}},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    return cfg
+
+
+def write_yaml(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def tiny_data(tmp_path: Path) -> Path:
+    """train/ and val/ folders with two classes of real PNG files."""
+    root = tmp_path / "data"
+    make_image_folder(root / "train", {"cat": 12, "dog": 12}, seed=1)
+    make_image_folder(root / "val", {"cat": 5, "dog": 5}, seed=2)
+    return root
+
+
+@pytest.fixture
+def tiny_cfg_path(tmp_path: Path, tiny_data: Path) -> Path:
+    return write_yaml(tmp_path / "tiny.yaml", tiny_config(tiny_data, tmp_path / "run"))
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, **popen) -> subprocess.CompletedProcess:
+    """The real `trainkit` command, as a user runs it."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "trainkit", *args],
+        cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        **popen,
+    )
+
+
+def assert_user_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Exit 2, one line on stderr that holds every fragment, no traceback."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])

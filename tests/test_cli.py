@@ -1,0 +1,73 @@
+"""cli: the real `trainkit` command in a subprocess: help, version, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import ROOT, assert_user_error, run_cli
+
+import trainkit
+from trainkit.cli import main
+
+
+def test_version_and_console_script():
+    proc = run_cli("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"trainkit {trainkit.__version__}"
+    script = shutil.which("trainkit", path=str(ROOT / ".venv" / "bin")) or shutil.which("trainkit")
+    assert script, "the console script `trainkit` is installed"
+    out = subprocess.run([script, "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and trainkit.__version__ in out.stdout
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "inspect-shapes", "visdom"])
+def test_each_subcommand_help_shows_an_example(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and f"trainkit {command}" in out
+
+
+def test_print_config_prints_yaml_that_loads_back(tmp_path):
+    proc = run_cli("train", "--config", "configs/cifar10.yaml", "--print-config", "--set", "data.batch_size=32")
+    assert proc.returncode == 0, proc.stderr
+    resolved = yaml.safe_load(proc.stdout)
+    assert resolved["data"]["batch_size"] == 32
+    assert resolved["data"]["sampler"]["type"] == "random"  # defaults filled in
+    again = tmp_path / "again.yaml"
+    again.write_text(proc.stdout)
+    proc2 = run_cli("train", "--config", str(again), "--print-config")
+    assert proc2.returncode == 0 and proc2.stdout == proc.stdout
+
+
+def test_config_errors_exit_2_with_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: {train: a, val: b, batchsize: 3}\nmodel: {sequential: [Flatten]}\n")
+    assert_user_error(
+        run_cli("train", "--config", str(bad)), "bad.yaml:1", "data.batchsize", "did you mean 'batch_size'"
+    )
+    assert_user_error(
+        run_cli("train", "--config", "configs/cifar10.yaml", "--set", "data.batch_size"), "expected KEY=VALUE"
+    )
+    assert_user_error(run_cli("train", "--config", str(tmp_path / "missing.yaml")), "config file not found")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    proc = run_cli("train", "--config", str(tmp_path / "missing.yaml"), "--debug")
+    assert proc.returncode == 2 and "Traceback" in proc.stderr
+
+
+def test_main_is_callable_in_process(capsys):
+    assert main(["train", "--config", "configs/cifar10.yaml", "--print-config"]) == 0
+    assert "cifar10-cnn" in capsys.readouterr().out
+    assert main(["eval", "--ckpt", "does/not/exist.pt"]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_python_dash_m_works():
+    proc = subprocess.run([sys.executable, "-m", "trainkit", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0 and "inspect-shapes" in proc.stdout
