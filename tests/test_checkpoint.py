@@ -1,0 +1,116 @@
+"""checkpoint: atomic writes, weights_only loading, hostile and broken files, model mismatches."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from trainkit import checkpoint
+from trainkit.errors import CheckpointError
+
+
+class Payload:
+    """Unpickling this creates a sentinel file: proof that code ran."""
+
+    def __init__(self, sentinel: str) -> None:
+        self.sentinel = sentinel
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.sentinel}",))
+
+
+def test_atomic_save_round_trip_and_no_temporary_left(tmp_path):
+    state = {"format": checkpoint.FORMAT, "model": {"w": torch.arange(4.0)}, "epoch": 3}
+    checkpoint.atomic_save(state, tmp_path / "last.pt")
+    (tmp_path / ".last.pt.tmp-99999").write_bytes(b"left by a killed run")
+    checkpoint.atomic_save(state, tmp_path / "last.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+    loaded = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert loaded["epoch"] == 3 and torch.equal(loaded["model"]["w"], torch.arange(4.0))
+
+
+def test_rng_state_round_trips_through_weights_only(tmp_path):
+    torch.manual_seed(5)
+    state = checkpoint.rng_state()
+    checkpoint.atomic_save({"rng": state}, tmp_path / "r.pt")
+    a = torch.rand(3)
+    checkpoint.set_rng_state(torch.load(tmp_path / "r.pt", weights_only=True)["rng"])
+    assert torch.equal(torch.rand(3), a)
+
+
+def test_pickled_callable_is_refused_and_never_runs(tmp_path):
+    sentinel = tmp_path / "payload-ran"
+    torch.save({"format": checkpoint.FORMAT, "model": {}, "x": Payload(str(sentinel))}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match=r"refused: it holds pickled Python objects .*posix.system|refused"):
+        checkpoint.load_checkpoint(tmp_path / "evil.pt")
+    assert not sentinel.exists()
+    assert pickle.loads(pickle.dumps(Payload(str(sentinel)))) == 0 and sentinel.exists()  # the payload is real
+
+
+def test_truncated_missing_and_foreign_files(tmp_path):
+    checkpoint.atomic_save({"format": checkpoint.FORMAT, "model": {"w": torch.randn(1000)}}, tmp_path / "ok.pt")
+    raw = (tmp_path / "ok.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(CheckpointError, match=r"cut.pt: not a readable checkpoint, truncated or corrupt"):
+        checkpoint.load_checkpoint(tmp_path / "cut.pt")
+    with pytest.raises(CheckpointError, match=r"nope.pt: checkpoint not found"):
+        checkpoint.load_checkpoint(tmp_path / "nope.pt")
+    torch.save({"w": torch.zeros(2)}, tmp_path / "bare.pt")
+    with pytest.raises(CheckpointError, match="not a trainkit checkpoint"):
+        checkpoint.load_checkpoint(tmp_path / "bare.pt")
+
+
+def test_checkpoint_of_another_model_lists_keys_and_shapes():
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    other = nn.Sequential(nn.Linear(5, 3), nn.ReLU(), nn.Linear(3, 2), nn.Linear(2, 2))
+    state = other.state_dict()
+    del state["2.bias"]
+    with pytest.raises(CheckpointError) as exc:
+        checkpoint.load_state(model, state, "ckpt.pt")
+    msg = str(exc.value)
+    assert "missing keys: 2.bias" in msg
+    assert "unexpected keys: 3.weight, 3.bias" in msg
+    assert "shape mismatches (checkpoint vs model): 0.weight (3, 5) vs (3, 4)" in msg
+
+
+def test_ddp_and_compile_prefixes_are_stripped():
+    model = nn.Linear(2, 2)
+    state = {f"module._orig_mod.{k}": v for k, v in nn.Linear(2, 2).state_dict().items()}
+    checkpoint.load_state(model, state, "x")
+    assert torch.equal(model.weight, state["module._orig_mod.weight"])
+
+
+def test_unwrap_returns_the_plain_model():
+    inner = nn.Linear(2, 2)
+
+    class Wrapper(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.module = inner
+
+    assert checkpoint.unwrap(Wrapper()) is inner
+    assert list(checkpoint.unwrap(Wrapper()).state_dict()) == ["weight", "bias"]
+
+
+def test_write_error_keeps_the_previous_checkpoint(tmp_path):
+    from trainkit.errors import TrainingError
+
+    checkpoint.atomic_save({"format": checkpoint.FORMAT, "epoch": 1}, tmp_path / "last.pt")
+    before = (tmp_path / "last.pt").read_bytes()
+    # A real ENOSPC: the temporary file is a link to /dev/full.
+    Path(tmp_path / f".last.pt.tmp-{os.getpid()}").symlink_to("/dev/full")
+    with pytest.raises(
+        TrainingError,
+        match=r"could not save checkpoint .*last.pt: No space left on device; the previous last.pt is intact",
+    ):
+        checkpoint.atomic_save(
+            {"format": checkpoint.FORMAT, "epoch": 2, "w": torch.randn(100_000)}, tmp_path / "last.pt"
+        )
+    assert (tmp_path / "last.pt").read_bytes() == before
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
