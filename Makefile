@@ -14,10 +14,11 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt trainkit/visdom_assets.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade 'pip>=25.3' 'setuptools<81' wheel
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m trainkit.visdom_assets   # visdom's JS/CSS from the npm registry: its server then starts offline
 	touch $@
 
 demo: install

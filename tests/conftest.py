@@ -111,3 +111,50 @@ def assert_user_error(proc: subprocess.CompletedProcess, *fragments: str) -> Non
     assert len(lines) == 1, proc.stderr
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 60.0) -> bool:
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.3)
+    return False
+
+
+@pytest.fixture(scope="module")
+def visdom_server(tmp_path_factory):
+    """A real visdom server on a free loopback port, with its envs in a temporary folder."""
+    port = free_port()
+    env_path = tmp_path_factory.mktemp("visdom-envs")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "visdom.server", "-port", str(port), "-bind_local", "-env_path", str(env_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        if not wait_http(f"http://127.0.0.1:{port}/"):
+            proc.kill()
+            pytest.fail(f"visdom server did not start: {proc.communicate()[1][-2000:]}")
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

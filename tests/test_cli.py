@@ -23,7 +23,7 @@ def test_version_and_console_script():
     assert out.returncode == 0 and trainkit.__version__ in out.stdout
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "inspect-shapes", "visdom"])
+@pytest.mark.parametrize("command", ["train", "eval", "inspect-shapes", "visdom", "plot"])
 def test_each_subcommand_help_shows_an_example(command, capsys):
     with pytest.raises(SystemExit) as exc:
         main([command, "--help"])

@@ -32,7 +32,14 @@ EXAMPLES = {
   trainkit inspect-shapes --ckpt runs/digits/best.pt""",
     "visdom": """examples:
   trainkit visdom                      # http://127.0.0.1:8097, loopback only
-  trainkit visdom --port 8098 --host 0.0.0.0""",
+  trainkit visdom --port 8098 --host 0.0.0.0 --env-path runs/visdom
+
+On a shared machine, start it with a login: VISDOM_USE_ENV_CREDENTIALS=1
+VISDOM_USERNAME=me VISDOM_PASSWORD=secret trainkit visdom; training runs
+started with the same VISDOM_USERNAME and VISDOM_PASSWORD log in with them.""",
+    "plot": """examples:
+  trainkit plot runs/digits            # into the run's env on the run's server
+  trainkit plot runs/digits --env digits-replay --port 8098""",
 }
 
 
@@ -118,7 +125,15 @@ def _parser() -> argparse.ArgumentParser:
     p = add("visdom", "start a visdom server for live plots")
     p.add_argument("--port", type=int, default=8097, help="port (default: 8097)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback only)")
+    p.add_argument("--env-path", metavar="DIR", help="where visdom saves its envs (default: ~/.visdom)")
     p.set_defaults(func=cmd_visdom)
+
+    p = add("plot", "replay a finished run's metrics.jsonl into visdom")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (holds config.yaml and metrics.jsonl)")
+    p.add_argument("--env", help="visdom env (default: the run's log.visdom.env or name)")
+    p.add_argument("--server", help="visdom server (default: the run's log.visdom.server)")
+    p.add_argument("--port", type=int, help="visdom port (default: the run's log.visdom.port)")
+    p.set_defaults(func=cmd_plot)
     return parser
 
 
@@ -191,14 +206,45 @@ def cmd_inspect_shapes(args: argparse.Namespace) -> int:
 def cmd_visdom(args: argparse.Namespace) -> int:
     import subprocess
 
-    cmd = [sys.executable, "-m", "visdom.server", "-port", str(args.port), "-hostname", args.host]
-    if args.host in ("127.0.0.1", "localhost", "::1"):
-        cmd.append("-bind_local")
+    from trainkit import visdom_assets
+
+    if visdom_assets.missing(visdom_assets.static_dir()):
+        raise ConfigError(
+            "visdom: its web assets are not installed, and it cannot fetch them offline; "
+            "run `make install` or `python -m trainkit.visdom_assets`"
+        )
+    cmd = [sys.executable, "-m", "visdom.server", "-port", str(args.port)]
+    if args.host in ("127.0.0.1", "localhost"):
+        cmd.append("-bind_local")  # visdom listens on every interface unless told otherwise
+    elif args.host not in ("0.0.0.0", "::"):
+        raise ConfigError(f"--host {args.host}: visdom listens on loopback (127.0.0.1) or on every interface (0.0.0.0)")
+    if args.env_path:
+        cmd += ["-env_path", args.env_path]
     print(f"visdom on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
     try:
         return subprocess.call(cmd)
     except KeyboardInterrupt:
         return 130
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from trainkit import config, plots
+    from trainkit.errors import RunDirError
+    from trainkit.loggers import read_jsonl
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise RunDirError(f"{run_dir}: not a run directory (no config.yaml); give the folder `trainkit train` wrote")
+    cfg = config.load_config(run_dir / "config.yaml")
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    if not records:
+        raise RunDirError(f"{run_dir}: metrics.jsonl has no epochs to plot")
+    vis = cfg.log.visdom
+    vis.server, vis.port = args.server or vis.server, args.port or vis.port
+    env = args.env or vis.env or cfg.name
+    sent = plots.replay(records, (run_dir / "config.yaml").read_text(), vis, env)
+    print(f"sent {sent} epochs of {run_dir} to {vis.server}:{vis.port}, env {env}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

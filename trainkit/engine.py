@@ -6,6 +6,7 @@ import contextlib
 import math
 import random
 import signal
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,7 @@ class Run:
     run_dir: Path
     loggers: Loggers
     state: State
+    plots: Any = None  # the visdom sink, when enabled (also in `loggers`)
 
 
 def _autocast(run: Run) -> Any:
@@ -304,16 +306,26 @@ def setup(cfg: Any, resume: str | None = None, overwrite: bool = False, console:
     if ckpt is not None:
         _restore(run, ckpt)
     prepare_run_dir(run_dir, resume=ckpt is not None, overwrite=overwrite)
+    if cfg.log.visdom.enabled:
+        from trainkit.plots import VisdomSink
+
+        warn = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+        run.plots = VisdomSink(cfg.log.visdom, cfg.log.visdom.env or cfg.name, resume=ckpt is not None, warn=warn)
+        run.loggers.append(run.plots)
     return run
 
 
 def fit(run: Run) -> dict[str, Any]:
     """Train from `run.state.epoch` to `train.epochs`; returns the final record."""
     cfg, s, console = run.cfg, run.state, run.loggers[0]
-    (run.run_dir / "config.yaml").write_text(config.dump_config(cfg), encoding="utf-8")
+    resolved = config.dump_config(cfg)
+    (run.run_dir / "config.yaml").write_text(resolved, encoding="utf-8")
     truncate_jsonl(run.run_dir / "metrics.jsonl", s.epoch)
-    if s.epoch == 0:
-        data.save_sample_grid(run.data, run.run_dir / "samples.png")
+    grid = data.save_sample_grid(run.data, run.run_dir / "samples.png") if s.epoch == 0 else None
+    if run.plots is not None:
+        run.plots.text(resolved)
+        if grid is not None:
+            run.plots.images(grid)
     console.print(
         f"trainkit {trainkit.__version__}: {cfg.name} on {run.device}, {len(run.data.train_set)} train / "
         f"{len(run.data.val_set)} val images, {len(run.data.classes)} classes, run_dir {run.run_dir}"
@@ -333,7 +345,7 @@ def fit(run: Run) -> dict[str, Any]:
             record |= {"images_per_s": train_m.get("images_per_s", 0.0), "time": train_m["time"]}
             last = epoch + 1 == cfg.train.epochs
             if (epoch + 1) % cfg.train.eval_every == 0 or last:
-                val_m, _ = evaluate(
+                val_m, conf = evaluate(
                     run.net,
                     run.data.val_loader,
                     run.data.batches(run.data.val_loader, epoch),
@@ -344,6 +356,8 @@ def fit(run: Run) -> dict[str, Any]:
                     _autocast(run),
                 )
                 record |= {f"val_{k}": v for k, v in val_m.items() if k in ("loss", "acc", "acc5")}
+                if run.plots is not None:
+                    run.plots.confusion(conf, run.data.classes)
             if run.data.skipped:
                 record["bad_images"] = run.data.skipped
             s.epoch = epoch + 1
