@@ -46,7 +46,7 @@ def visdom_config(tmp_path: Path, tiny_data: Path, port: int, env: str, **train)
         tiny_data,
         tmp_path / "run",
         train={"epochs": 2, "log_every": 2, **train},
-        log={"visdom": {"enabled": True, "server": "http://127.0.0.1", "port": port, "env": env}},
+        log={"visdom": {"enabled": True, "server": "http://127.0.0.1", "port": port, "env": env, "log_every": 2}},
     )
     return write_yaml(tmp_path / "vis.yaml", cfg)
 

@@ -130,6 +130,8 @@ class VisdomSink:
         self.epoch = epoch
 
     def step(self, epoch: int, step: int, steps: int, stats: dict[str, Any]) -> None:
+        if step % self.every and step != steps:
+            return
         global_step = (epoch - 1) * steps + step
         loss = stats["loss"]
         self._submit(lambda: self._line("step_loss", global_step, loss, "train", "step"))
