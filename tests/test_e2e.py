@@ -60,7 +60,7 @@ def test_run_dir_is_never_silently_overwritten(tmp_path, tiny_data):
     assert snapshot(run_dir) == before
     proc = run_cli("train", "--config", str(cfg), "--set", "train.epochs=2", "--resume")
     assert proc.returncode == 0, proc.stderr
-    assert "resuming after epoch 1" in proc.stdout
+    assert "resuming at epoch 2, batch 0" in proc.stdout
     assert [r["epoch"] for r in records(run_dir)] == [1, 2]
     proc = run_cli("train", "--config", str(cfg), "--overwrite")
     assert proc.returncode == 0 and [r["epoch"] for r in records(run_dir)] == [1]

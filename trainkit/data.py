@@ -16,7 +16,6 @@ import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +25,7 @@ from torch.utils.data import (
     DataLoader,
     Dataset,
     RandomSampler,
+    Sampler,
     SequentialSampler,
     WeightedRandomSampler,
     default_collate,
@@ -235,6 +235,59 @@ def build_sampler(cfg: Any, targets: list[int], classes: list[str], generator: t
     return WeightedRandomSampler(weights, num, replacement=cfg.replacement, generator=generator)
 
 
+class EpochSampler(Sampler):
+    """One epoch's training order as (index, augmentation seed) pairs: a pure function of (seed, epoch).
+
+    `base` is the configured torch sampler, drawing from the generator `gen`, which is reseeded at the start
+    of every epoch. Each position also gets its own augmentation seed, so a sample's augmentation depends
+    neither on which worker loads it nor on what ran before, and an epoch can resume at any batch (`skip`).
+    """
+
+    def __init__(self, base: Sampler, gen: torch.Generator, seed: int) -> None:
+        self.base, self.gen, self.seed = base, gen, seed
+        self.epoch = self.skip = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    @property
+    def total(self) -> int:
+        return len(self.base)
+
+    def __len__(self) -> int:
+        return self.total - self.skip
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        self.gen.manual_seed(epoch_seed(self.seed, self.epoch))
+        order = list(self.base)
+        seeds = torch.randint(0, 2**62, (len(order),), generator=self.gen).tolist()
+        for pos in range(self.skip, len(order)):
+            yield int(order[pos]), seeds[pos]
+
+
+class SeededSamples(Dataset):
+    """A dataset whose item `(index, seed)` is transformed under its own seed, leaving the caller's RNG as it was."""
+
+    def __init__(self, ds: Dataset) -> None:
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getattr__(self, name: str) -> Any:  # classes, targets, samples, ...
+        if name == "ds":
+            raise AttributeError(name)
+        return getattr(self.ds, name)
+
+    def __getitem__(self, key: Any) -> Any:
+        if not isinstance(key, tuple):
+            return self.ds[key]
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.ds[index]
+
+
 # --------------------------------------------------------------------------- loaders
 
 
@@ -274,10 +327,18 @@ class Data:
     mix: list[float] = field(default_factory=list)
     skipped: int = 0
 
-    def batches(self, loader: DataLoader, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Iterate one epoch of `loader`, seeded by (seed, epoch); bad files raise or are skipped."""
-        if loader.generator is not None:
-            loader.generator.manual_seed(epoch_seed(self.seed, epoch))
+    @property
+    def steps_per_epoch(self) -> int:
+        """Batches in a whole training epoch."""
+        n, bs = self.train_loader.sampler.total, self.train_loader.batch_size
+        return n // bs if self.train_loader.drop_last else -(-n // bs)
+
+    def batches(self, loader: DataLoader, epoch: int, skip: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Iterate one epoch of `loader` from batch `skip`, seeded by (seed, epoch); bad files raise or are skipped."""
+        if isinstance(loader.sampler, EpochSampler):
+            loader.sampler.set_epoch(epoch, skip * loader.batch_size)
+        if loader.generator is not None:  # worker seeds
+            loader.generator.manual_seed(epoch_seed(self.seed, epoch) + 1)
         for images, labels, bad in loader:
             if bad:
                 if self.cfg.on_bad_image == "error":
@@ -320,15 +381,14 @@ def build_data(cfg: Any, seed: int, device: torch.device, classes: list[str] | N
     tcalls = train_calls(cfg)
     train_set = train_loader = None
     mix: list[float] = []
-    gen = torch.Generator()
-    gen.manual_seed(epoch_seed(seed, 0))
     if train:
-        train_set = open_dataset(cfg, "train", build_transform(tcalls), classes)
+        train_set = SeededSamples(open_dataset(cfg, "train", build_transform(tcalls), classes))
         classes = list(train_set.classes)
         targets = targets_of(train_set)
-        sampler = build_sampler(cfg.sampler, targets, classes, gen)
+        order_gen = torch.Generator()
+        sampler = EpochSampler(build_sampler(cfg.sampler, targets, classes, order_gen), order_gen, seed)
         mix = expected_mix(cfg.sampler, targets, classes)
-        train_loader = _loader(cfg, train_set, cfg.batch_size, sampler, device, gen, True)
+        train_loader = _loader(cfg, train_set, cfg.batch_size, sampler, device, torch.Generator(), True)
     val_set = open_dataset(cfg, "val", build_transform(val_calls(cfg)), classes)
     classes = list(val_set.classes) if classes is None else classes
     val_loader = _loader(
@@ -349,21 +409,16 @@ def first_sample_shape(ds: Dataset, key: str) -> tuple[int, ...]:
     raise DataError(f"{key}: none of the first images could be decoded; check the data folder")
 
 
-def save_sample_grid(data: Data, path: Path, count: int = 64) -> torch.Tensor:
-    """A grid of augmented, un-normalized training images, saved as PNG; returns it."""
-    from torchvision.utils import make_grid, save_image
+def sample_grid(data: Data, count: int = 64) -> torch.Tensor:
+    """A grid of augmented, un-normalized training images (the caller's RNG is left as it was)."""
+    from torchvision.utils import make_grid
 
     ds = data.train_set
     gen = torch.Generator().manual_seed(data.seed)
     idx = torch.randperm(len(ds), generator=gen)[: min(count, len(ds))].tolist()
-    state = torch.get_rng_state()
-    torch.manual_seed(data.seed)  # the grid must not shift the training's random stream
-    try:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(data.seed)
         images = [x for x, _ in (ds[i] for i in idx) if isinstance(x, torch.Tensor)]
-    finally:
-        torch.set_rng_state(state)
     if not images:
         raise DataError("data.train: none of the sampled images could be decoded")
-    grid = make_grid(unnormalize(torch.stack(images), data.train_calls).clamp(0, 1), nrow=int(math.sqrt(len(images))))
-    save_image(grid, path)
-    return grid
+    return make_grid(unnormalize(torch.stack(images), data.train_calls).clamp(0, 1), nrow=int(math.sqrt(len(images))))

@@ -7,7 +7,7 @@ import math
 import random
 import signal
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,7 @@ def check_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> None:
 
 
 def prepare_run_dir(path: Path, resume: bool, overwrite: bool) -> None:
-    """A non-empty run directory is never silently overwritten."""
+    """A non-empty run directory is never silently overwritten (--overwrite replaces it at the first checkpoint)."""
     if path.exists() and not path.is_dir():
         raise RunDirError(f"run_dir {path} is a file; choose another --run-dir")
     if path.is_dir() and any(path.iterdir()) and not resume:
@@ -73,9 +73,6 @@ def prepare_run_dir(path: Path, resume: bool, overwrite: bool) -> None:
                 f"run_dir {path} is not empty (holds {held}); pass --resume to continue it, "
                 "--overwrite to replace its trainkit files, or --run-dir for a new one"
             )
-        for name in RUN_FILES:
-            with contextlib.suppress(FileNotFoundError):
-                (path / name).unlink()
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -95,8 +92,11 @@ class State:
     best_epoch: int | None = None
     es_best: float | None = None
     es_bad_epochs: int = 0
+    batch: int = 0  # batches done in epoch `epoch` (0-based), when stopped mid-epoch
+    partial: dict | None = None  # that epoch's meters so far
     stop_signal: int | None = None
-    history: list[dict] = field(default_factory=list)
+    nan_skipped: int = 0  # steps skipped for a non-finite loss (train.on_nan: skip), this epoch
+    amp_skipped: int = 0  # steps GradScaler skipped for inf/NaN gradients (fp16), this epoch
 
 
 @dataclass
@@ -114,6 +114,7 @@ class Run:
     loggers: Loggers
     state: State
     plots: Any = None  # the visdom sink, when enabled (also in `loggers`)
+    overwrite: bool = False  # replace the previous run's files at the first checkpoint
 
 
 def _autocast(run: Run) -> Any:
@@ -129,24 +130,29 @@ def _to_device(run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor
     return x.to(run.device, non_blocking=True, memory_format=fmt), y.to(run.device, non_blocking=True)
 
 
-def train_one_epoch(run: Run, epoch: int) -> dict[str, Any]:
-    """One pass over the training data; returns the epoch's train metrics."""
-    cfg = run.cfg.train
+def train_one_epoch(run: Run, epoch: int, start: int = 0, meters: EpochMeters | None = None) -> EpochMeters:
+    """Train over epoch `epoch` from batch `start`; returns its meters.
+
+    After SIGINT/SIGTERM it stops at the next optimizer step, with `state.batch` the batches done.
+    """
+    cfg, s = run.cfg.train, run.state
     run.net.train()
-    loader = run.data.train_loader
-    steps = len(loader)
-    meters = EpochMeters(len(run.data.classes), flush_every=cfg.log_every, confusion=False)
+    steps = run.data.steps_per_epoch
+    meters = meters or EpochMeters(len(run.data.classes), flush_every=cfg.log_every, confusion=False)
     run.loggers.begin_epoch(epoch + 1, cfg.epochs, steps)
     run.optimizer.zero_grad(set_to_none=True)
     per_step = run.scheduler is not None and run.cfg.scheduler.per_step
-    for i, (x, y) in enumerate(run.data.batches(loader, epoch)):
+    fp16 = run.scaler.is_enabled()
+    s.batch = start
+    for i, (x, y) in enumerate(run.data.batches(run.data.train_loader, epoch, skip=start), start=start):
         x, y = _to_device(run, x, y)
         with _autocast(run):
             logits = run.net(x)
             loss = run.loss_fn(logits, y)
-        if cfg.on_nan == "skip" and not torch.isfinite(loss):
+        if cfg.on_nan == "skip" and not torch.isfinite(loss):  # opt-in: one host sync per step
             run.optimizer.zero_grad(set_to_none=True)
-            run.state.history.append({"epoch": epoch + 1, "batch": i + 1, "skipped": "non-finite loss"})
+            s.nan_skipped += 1
+            s.batch = i + 1
             continue
         run.scaler.scale(loss / cfg.accumulate).backward()
         if (i + 1) % cfg.accumulate == 0 or i + 1 == steps:
@@ -157,25 +163,29 @@ def train_one_epoch(run: Run, epoch: int) -> dict[str, Any]:
                     nn.utils.clip_grad_norm_(params, cfg.grad_clip.max_norm, cfg.grad_clip.norm_type)
                 else:
                     nn.utils.clip_grad_value_(params, cfg.grad_clip.value)
+            scale = run.scaler.get_scale() if fp16 else 0.0
             run.scaler.step(run.optimizer)
             run.scaler.update()
+            if fp16 and run.scaler.get_scale() < scale:  # GradScaler found inf/NaN gradients and skipped the step
+                s.amp_skipped += 1
             run.optimizer.zero_grad(set_to_none=True)
-            run.state.step += 1
+            s.step += 1
             if per_step:
                 run.scheduler.step()
         meters.add(loss, logits, y)
-        if (i + 1) % cfg.log_every == 0 or i + 1 == steps:
+        s.batch = i + 1
+        if s.batch % cfg.log_every == 0 or s.batch == steps:
             stats = meters.summary()
             if cfg.on_nan == "stop" and not math.isfinite(stats["loss"]):
                 raise TrainingError(
-                    f"loss became {stats['loss']} in epoch {epoch + 1} by step {i + 1}; the last good checkpoint "
-                    f"({run.run_dir / 'last.pt'}, epoch {run.state.epoch}) is kept; lower optim.lr, set "
+                    f"loss became {stats['loss']} in epoch {epoch + 1} by step {s.batch}; the last good checkpoint "
+                    f"({run.run_dir / 'last.pt'}, epoch {s.epoch}) is kept; lower optim.lr, set "
                     "train.grad_clip, or set train.on_nan: skip"
                 )
-            run.loggers.step(epoch + 1, i + 1, steps, stats | {"lr": optim.current_lr(run.optimizer)})
-        if run.state.stop_signal is not None:
+            run.loggers.step(epoch + 1, s.batch, steps, stats | {"lr": optim.current_lr(run.optimizer)})
+        if s.stop_signal is not None and s.batch % cfg.accumulate == 0:
             break
-    return meters.summary()
+    return meters
 
 
 @torch.inference_mode()
@@ -224,6 +234,8 @@ def make_checkpoint(run: Run, epoch_metrics: dict[str, Any]) -> dict[str, Any]:
         "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
         "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
         "epoch": s.epoch,
+        "batch": s.batch,
+        "partial": s.partial,
         "step": s.step,
         "best": {"metric": run.cfg.train.monitor, "value": s.best, "epoch": s.best_epoch},
         "early_stopping": {"best": s.es_best, "bad_epochs": s.es_bad_epochs},
@@ -244,6 +256,7 @@ def _restore(run: Run, ckpt: dict) -> None:
         run.scaler.load_state_dict(ckpt["scaler"])
     s = run.state
     s.epoch, s.step = int(ckpt["epoch"]), int(ckpt["step"])
+    s.batch, s.partial = int(ckpt.get("batch", 0)), ckpt.get("partial")
     s.best, s.best_epoch = ckpt["best"]["value"], ckpt["best"]["epoch"]
     s.es_best, s.es_bad_epochs = ckpt["early_stopping"]["best"], ckpt["early_stopping"]["bad_epochs"]
     checkpoint.set_rng_state(ckpt["rng"])
@@ -306,6 +319,7 @@ def setup(cfg: Any, resume: str | None = None, overwrite: bool = False, console:
     if ckpt is not None:
         _restore(run, ckpt)
     prepare_run_dir(run_dir, resume=ckpt is not None, overwrite=overwrite)
+    run.overwrite = overwrite and ckpt is None
     if cfg.log.visdom.enabled:
         from trainkit.plots import VisdomSink
 
@@ -315,63 +329,77 @@ def setup(cfg: Any, resume: str | None = None, overwrite: bool = False, console:
     return run
 
 
+class RunFiles:
+    """Writes to the run directory wait for the first checkpoint of this process, unless the folder was empty.
+
+    So a run that fails early (a bad image in the first epoch, a shape error) leaves an existing run
+    directory exactly as it was, also with --resume or --overwrite.
+    """
+
+    def __init__(self, run: Run, resolved: str, grid: torch.Tensor | None) -> None:
+        self.run, self.resolved, self.grid = run, resolved, grid
+        self.done = False
+
+    def commit(self) -> None:
+        if self.done:
+            return
+        d = self.run.run_dir
+        if self.run.overwrite:
+            for name in RUN_FILES:
+                with contextlib.suppress(FileNotFoundError):
+                    (d / name).unlink()
+        (d / "config.yaml").write_text(self.resolved, encoding="utf-8")
+        truncate_jsonl(d / "metrics.jsonl", self.run.state.epoch)
+        if self.grid is not None:
+            from torchvision.utils import save_image
+
+            save_image(self.grid, d / "samples.png")
+        self.done = True
+
+
 def fit(run: Run) -> dict[str, Any]:
-    """Train from `run.state.epoch` to `train.epochs`; returns the final record."""
+    """Train from where `run.state` stands to `train.epochs`; returns the last epoch's record."""
     cfg, s, console = run.cfg, run.state, run.loggers[0]
     resolved = config.dump_config(cfg)
-    (run.run_dir / "config.yaml").write_text(resolved, encoding="utf-8")
-    truncate_jsonl(run.run_dir / "metrics.jsonl", s.epoch)
-    grid = data.save_sample_grid(run.data, run.run_dir / "samples.png") if s.epoch == 0 else None
+    fresh = s.epoch == 0 and s.batch == 0
+    files = RunFiles(run, resolved, data.sample_grid(run.data) if fresh else None)
+    if not any(run.run_dir.iterdir()):
+        files.commit()
     if run.plots is not None:
         run.plots.text(resolved)
-        if grid is not None:
-            run.plots.images(grid)
+        if files.grid is not None:
+            run.plots.images(files.grid)
     console.print(
         f"trainkit {trainkit.__version__}: {cfg.name} on {run.device}, {len(run.data.train_set)} train / "
         f"{len(run.data.val_set)} val images, {len(run.data.classes)} classes, run_dir {run.run_dir}"
     )
     console.print(run.data.mix_line())
-    if s.epoch:
-        console.print(f"resuming after epoch {s.epoch} (step {s.step})")
+    if not fresh:
+        console.print(f"resuming at epoch {s.epoch + 1}, batch {s.batch} (step {s.step})")
     record: dict[str, Any] = {}
     with _stop_on_signals(s):
         for epoch in range(s.epoch, cfg.train.epochs):
-            run.data.skipped = 0
-            train_m = train_one_epoch(run, epoch)
+            run.data.skipped = s.nan_skipped = s.amp_skipped = 0
+            meters = None
+            if s.batch and s.partial:
+                meters = EpochMeters(len(run.data.classes), flush_every=cfg.train.log_every, confusion=False)
+                meters.restore(s.partial)
+            meters = train_one_epoch(run, epoch, s.batch, meters)
             if s.stop_signal is not None:
-                break  # a partial epoch is not recorded; resume repeats it from its start
-            record = {"epoch": epoch + 1, "step": s.step, "lr": optim.current_lr(run.optimizer)}
-            record |= {f"train_{k}": v for k, v in train_m.items() if k in ("loss", "acc", "acc5")}
-            record |= {"images_per_s": train_m.get("images_per_s", 0.0), "time": train_m["time"]}
-            last = epoch + 1 == cfg.train.epochs
-            if (epoch + 1) % cfg.train.eval_every == 0 or last:
-                val_m, conf = evaluate(
-                    run.net,
-                    run.data.val_loader,
-                    run.data.batches(run.data.val_loader, epoch),
-                    run.loss_fn,
-                    run.device,
-                    len(run.data.classes),
-                    cfg.train.channels_last,
-                    _autocast(run),
-                )
-                record |= {f"val_{k}": v for k, v in val_m.items() if k in ("loss", "acc", "acc5")}
-                if run.plots is not None:
-                    run.plots.confusion(conf, run.data.classes)
-            if run.data.skipped:
-                record["bad_images"] = run.data.skipped
+                files.commit()
+                s.partial = meters.state()
+                checkpoint.atomic_save(make_checkpoint(run, {}), run.run_dir / "last.pt")
+                break
+            s.batch, s.partial = 0, None
+            record = _epoch_record(run, epoch, meters.summary())
             s.epoch = epoch + 1
-            if run.scheduler is not None and not cfg.scheduler.per_step:
-                if isinstance(run.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    if cfg.train.monitor in record:
-                        run.scheduler.step(record[cfg.train.monitor])
-                else:
-                    run.scheduler.step()
+            _step_scheduler(run, record)
             improved = _improved(record.get(cfg.train.monitor), s.best, cfg.train.monitor_mode)
             if improved:
                 s.best, s.best_epoch = record[cfg.train.monitor], s.epoch
                 record["best"] = True
             stop_early = _early_stop(cfg.train.early_stopping, s, record)
+            files.commit()
             run.loggers.end_epoch(record)
             ckpt = make_checkpoint(run, record)
             checkpoint.atomic_save(ckpt, run.run_dir / "last.pt")
@@ -383,16 +411,56 @@ def fit(run: Run) -> dict[str, Any]:
                 break
     run.loggers.close()
     if s.stop_signal is not None:
-        # last.pt already holds the end of the last complete epoch; the partial one is repeated on resume.
         name = signal.Signals(s.stop_signal).name
         console.print(
-            f"stopped by {name}; last.pt holds epoch {s.epoch}; resume with: "
-            f"trainkit train --config {run.run_dir / 'config.yaml'} --resume"
+            f"stopped by {name} in epoch {s.epoch + 1} after batch {s.batch}; last.pt holds that point; "
+            f"resume with: trainkit train --resume {run.run_dir / 'last.pt'}"
         )
         raise SystemExit(128 + s.stop_signal)
     if s.best_epoch is not None:
         console.print(f"best {cfg.train.monitor} {s.best:.4f} at epoch {s.best_epoch}: {run.run_dir / 'best.pt'}")
     return record
+
+
+def _epoch_record(run: Run, epoch: int, train_m: dict[str, Any]) -> dict[str, Any]:
+    """The metrics.jsonl line of an epoch: train metrics, and val metrics when it evaluates."""
+    cfg, s = run.cfg.train, run.state
+    record: dict[str, Any] = {"epoch": epoch + 1, "step": s.step, "lr": optim.current_lr(run.optimizer)}
+    record |= {f"train_{k}": v for k, v in train_m.items() if k in ("loss", "acc", "acc5")}
+    record |= {"images_per_s": train_m.get("images_per_s", 0.0), "time": train_m["time"]}
+    if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+        loader = run.data.val_loader
+        val_m, conf = evaluate(
+            run.net,
+            loader,
+            run.data.batches(loader, epoch),
+            run.loss_fn,
+            run.device,
+            len(run.data.classes),
+            cfg.channels_last,
+            _autocast(run),
+        )
+        record |= {f"val_{k}": v for k, v in val_m.items() if k in ("loss", "acc", "acc5")}
+        if run.plots is not None:
+            run.plots.confusion(conf, run.data.classes)
+    for key, count in (
+        ("bad_images", run.data.skipped),
+        ("nan_skipped_steps", s.nan_skipped),
+        ("amp_skipped_steps", s.amp_skipped),
+    ):
+        if count:
+            record[key] = count
+    return record
+
+
+def _step_scheduler(run: Run, record: dict[str, Any]) -> None:
+    if run.scheduler is None or run.cfg.scheduler.per_step:
+        return
+    if isinstance(run.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        if run.cfg.train.monitor in record:
+            run.scheduler.step(record[run.cfg.train.monitor])
+    else:
+        run.scheduler.step()
 
 
 def _early_stop(es: Any, s: State, record: dict[str, Any]) -> bool:

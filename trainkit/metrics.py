@@ -73,6 +73,26 @@ class EpochMeters:
             out["acc5"] = float(self.accuracy.value(5)) / 100.0
         return out
 
+    def state(self) -> dict[str, Any]:
+        """Plain data to carry a partial epoch across a stop and resume (no confusion matrix)."""
+        self.flush()
+        return {
+            "loss_sum": float(self.loss.sum),
+            "samples": int(self.samples),
+            "errors": {str(k): float(v) for k, v in self.accuracy.sum.items()},
+            "elapsed": self.elapsed,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        if not state.get("samples"):
+            return
+        self.loss.add(state["loss_sum"], state["samples"])
+        for k, v in state["errors"].items():
+            self.accuracy.sum[int(k)] = v
+        self.accuracy.n = state["samples"]
+        self.samples = state["samples"]
+        self.start -= state["elapsed"]
+
     def confusion_matrix(self) -> np.ndarray:
         """Rows are true classes, columns predicted classes (counts)."""
         self.flush()
