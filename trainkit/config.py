@@ -9,6 +9,7 @@ given, and where the key came from (file and line, or the `--set` flag).
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 from dataclasses import dataclass, field, fields
@@ -168,8 +169,8 @@ class OptimConfig:
         if self.type not in classes:
             raise key_error(f"{path}.type", f"unknown optimizer {self.type!r}{suggest(self.type, set(classes))}")
         specs.check_signature(classes[self.type], [], {"lr": self.lr, **self.kwargs}, path, skip=1)
-        if self.lr <= 0:
-            raise key_error(f"{path}.lr", f"must be > 0, got {self.lr}")
+        if not self.lr > 0 or not math.isfinite(self.lr):
+            raise key_error(f"{path}.lr", f"must be a positive number, got {self.lr}")
 
 
 @dataclass
@@ -243,6 +244,7 @@ class TrainConfig:
     epochs: int = 10
     loss: LossConfig = field(default_factory=LossConfig)
     amp: Literal["off", "bf16", "fp16"] = "off"
+    fp16_init_scale: float = 65536.0  # GradScaler's starting loss scale under amp: fp16
     channels_last: bool = False
     compile: bool = False
     grad_clip: GradClipConfig | None = None
@@ -256,6 +258,8 @@ class TrainConfig:
     check_shapes: bool = True
 
     def _check(self, path: str) -> None:
+        if not self.fp16_init_scale > 0 or not math.isfinite(self.fp16_init_scale):
+            raise key_error(f"{path}.fp16_init_scale", f"must be a positive number, got {self.fp16_init_scale}")
         for name in ("epochs", "accumulate", "eval_every", "log_every"):
             if getattr(self, name) < 1:
                 raise key_error(f"{path}.{name}", f"must be a positive integer, got {getattr(self, name)}")

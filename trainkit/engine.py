@@ -298,7 +298,7 @@ def setup(cfg: Any, resume: str | None = None, overwrite: bool = False, console:
         model.to(memory_format=torch.channels_last)
     optimizer = optim.build_optimizer(model, cfg.optim)
     scheduler = optim.build_scheduler(optimizer, cfg.scheduler, len(d.train_loader), cfg.train.epochs)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
+    scaler = torch.amp.GradScaler(device.type, init_scale=cfg.train.fp16_init_scale, enabled=cfg.train.amp == "fp16")
     loss_fn = optim.build_loss(cfg.train.loss, d.classes).to(device)
     net = torch.compile(model) if cfg.train.compile else model
     console = console or Console(cfg.log.progress)

@@ -1,0 +1,258 @@
+"""Reliability: exact resume, signals, kill -9, NaN, AMP skips."""
+
+from __future__ import annotations
+
+import glob
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, make_image_folder, tiny_config, write_yaml
+
+from trainkit import checkpoint, config, engine
+from trainkit.errors import TrainingError
+
+AUGMENTED = {
+    "data": {
+        "batch_size": 4,
+        "transforms": {"train": [{"RandomCrop": {"size": 16, "padding": 2}}, "RandomHorizontalFlip", "ToTensor"]},
+    },
+    "model": {
+        "sequential": [
+            {"Conv2d": [3, 8, 3, 1, 1]},
+            {"BatchNorm2d": [8]},
+            "ReLU",
+            {"AdaptiveAvgPool2d": [1]},
+            "Flatten",
+            {"Dropout": [0.3]},
+            {"Linear": [8, 2]},
+        ]
+    },
+}
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "last.pt", weights_only=True)["model"]
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), f"{k} differs"
+
+
+def train_in_process(cfg_dict: dict, resume: str | None = None) -> None:
+    run = engine.setup(config.from_dict(cfg_dict), resume=resume)
+    engine.fit(run)
+
+
+def with_sections(base: dict, **sections) -> dict:
+    out = dict(base)
+    for key, value in sections.items():
+        out[key] = {**out.get(key, {}), **value} if isinstance(value, dict) else value
+    return out
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"data": {"num_workers": 0}},
+        {"data": {"num_workers": 2}},
+        {"data": {"num_workers": 0, "sampler": {"type": "weighted", "class_weights": "balanced"}}},
+        {"scheduler": {"type": "StepLR", "step_size": 1, "gamma": 0.7}},
+        {"scheduler": {"type": "OneCycleLR", "max_lr": 0.2, "total_steps": 40}, "data": {"num_workers": 2}},
+    ],
+    ids=["workers0", "workers2", "weighted", "steplr", "onecycle-per-step"],
+)
+def test_half_then_resume_is_bitwise_identical_to_straight(tmp_path, variant):
+    data_root = tmp_path / "data"
+    make_image_folder(data_root / "train", {"cat": 14, "dog": 6}, seed=3)
+    make_image_folder(data_root / "val", {"cat": 3, "dog": 3}, seed=4)
+    base = tiny_config(data_root, tmp_path / "straight", **AUGMENTED)
+    for key, value in variant.items():
+        base[key] = {**base.get(key, {}), **value} if key in base else value
+    base["data"] = {**base["data"], **AUGMENTED["data"], **variant.get("data", {})}
+    straight = with_sections(base, train={"epochs": 4, "log_every": 2})
+    train_in_process(straight)
+    halves = with_sections(base, run_dir=str(tmp_path / "halves"), train={"epochs": 2, "log_every": 2})
+    train_in_process(halves)
+    halves["train"]["epochs"] = 4
+    train_in_process(halves, resume=str(tmp_path / "halves" / "last.pt"))
+    assert torch.load(tmp_path / "halves" / "last.pt", weights_only=True)["epoch"] == 4
+    assert_same_weights(tmp_path / "straight", tmp_path / "halves")
+
+
+def slow_config(tmp_path: Path, run_dir: Path, epochs: int = 3, **extra) -> Path:
+    """Bigger images and a wider model, so a step takes long enough to signal mid-epoch."""
+    data_root = tmp_path / "data"
+    if not data_root.exists():
+        make_image_folder(data_root / "train", {"cat": 24, "dog": 24}, size=48, seed=5)
+        make_image_folder(data_root / "val", {"cat": 4, "dog": 4}, size=48, seed=6)
+    cfg = tiny_config(
+        data_root,
+        run_dir,
+        data={
+            "batch_size": 4,
+            "num_workers": 2,
+            "transforms": {"train": [{"RandomCrop": {"size": 48, "padding": 4}}, "ToTensor"]},
+        },
+        model={
+            "sequential": [
+                {"Conv2d": [3, 64, 3, 1, 1]},
+                "ReLU",
+                {"Conv2d": [64, 64, 3, 1, 1]},
+                "ReLU",
+                {"AdaptiveAvgPool2d": [1]},
+                "Flatten",
+                {"Dropout": [0.2]},
+                {"Linear": [64, 2]},
+            ]
+        },
+        train={"epochs": epochs, "log_every": 1, **extra},
+    )
+    return write_yaml(tmp_path / f"{run_dir.name}.yaml", cfg)
+
+
+def start_training(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "trainkit", "train", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def wait_for_line(proc: subprocess.Popen, fragment: str, timeout: float = 120) -> list[str]:
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if fragment in line:
+            return seen
+    raise AssertionError(f"never saw {fragment!r}; output: {''.join(seen)[-2000:]}")
+
+
+@pytest.mark.slow
+def test_sigint_mid_epoch_saves_and_resume_matches_straight(tmp_path):
+    straight = start_training("--config", str(slow_config(tmp_path, tmp_path / "straight")))
+    out, err = straight.communicate(timeout=600)
+    assert straight.returncode == 0, err
+
+    cfg = slow_config(tmp_path, tmp_path / "stopped")
+    proc = start_training("--config", str(cfg))
+    wait_for_line(proc, "epoch 2/3 step 3/12")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert f"resume with: trainkit train --resume {tmp_path / 'stopped' / 'last.pt'}" in out
+    ckpt = checkpoint.load_checkpoint(tmp_path / "stopped" / "last.pt")
+    assert ckpt["epoch"] == 1 and 3 <= ckpt["batch"] < 12  # stopped mid-epoch 2, at the step after the signal
+
+    resumed = start_training("--resume", str(tmp_path / "stopped" / "last.pt"))
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    assert f"resuming at epoch 2, batch {ckpt['batch']}" in out
+    assert_same_weights(tmp_path / "straight", tmp_path / "stopped")
+    lines = (tmp_path / "stopped" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 3
+
+
+@pytest.mark.slow
+def test_sigterm_exits_143_with_a_loadable_checkpoint_and_a_second_sigint_aborts(tmp_path):
+    proc = start_training("--config", str(slow_config(tmp_path, tmp_path / "term")))
+    wait_for_line(proc, "epoch 1/3 step 2/12")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "stopped by SIGTERM" in out
+    assert checkpoint.load_checkpoint(tmp_path / "term" / "last.pt")["batch"] >= 2
+
+    proc = start_training("--config", str(slow_config(tmp_path, tmp_path / "twice")))
+    wait_for_line(proc, "epoch 1/3 step 2/12")
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    if (tmp_path / "twice" / "last.pt").exists():
+        checkpoint.load_checkpoint(tmp_path / "twice" / "last.pt")
+    assert not glob.glob(str(tmp_path / "twice" / ".*.tmp-*"))
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_never_loses_the_checkpoint(tmp_path):
+    data_root = tmp_path / "data"
+    make_image_folder(data_root / "train", {"cat": 8, "dog": 8}, seed=7)
+    make_image_folder(data_root / "val", {"cat": 2, "dog": 2}, seed=8)
+    big = {"sequential": ["Flatten", {"Linear": [768, 4096]}, "ReLU", {"Linear": [4096, 2]}]}  # ~25 MB per save
+    run_dir = tmp_path / "run"
+    cfg = write_yaml(
+        tmp_path / "c.yaml", tiny_config(data_root, run_dir, model=big, train={"epochs": 1000, "log_every": 4})
+    )
+    rng = random.Random(0)
+    during_write = 0
+    for i in range(12):
+        resume = ["--resume"] if (run_dir / "last.pt").exists() else ["--overwrite"]
+        proc = start_training("--config", str(cfg), *resume)
+        if i % 2:  # the moment a checkpoint write starts
+            deadline = time.monotonic() + 120
+            while not glob.glob(str(run_dir / ".last.pt.tmp-*")) and time.monotonic() < deadline:
+                time.sleep(0.001)
+        else:  # anywhere
+            time.sleep(rng.uniform(3.0, 6.0))
+        proc.kill()
+        proc.wait()
+        if glob.glob(str(run_dir / ".last.pt.tmp-*")):
+            during_write += 1
+        if (run_dir / "last.pt").exists():
+            checkpoint.load_checkpoint(run_dir / "last.pt")  # always whole and loadable
+    assert during_write >= 3, "too few kills landed inside a checkpoint write"
+    epoch = checkpoint.load_checkpoint(run_dir / "last.pt")["epoch"]
+    proc = start_training("--config", str(cfg), "--resume", "--set", f"train.epochs={epoch + 1}")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert checkpoint.load_checkpoint(run_dir / "last.pt")["epoch"] == epoch + 1
+    assert not glob.glob(str(run_dir / ".*.tmp-*")), "temporary files left after a successful save"
+
+
+def test_nan_loss_stops_naming_epoch_and_step_and_keeps_the_last_good_checkpoint(tmp_path, tiny_data):
+    cfg = tiny_config(tiny_data, tmp_path / "run", train={"epochs": 1, "log_every": 2})
+    train_in_process(cfg)
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    cfg["train"]["epochs"] = 3
+    run = engine.setup(config.from_dict(cfg), resume=str(tmp_path / "run" / "last.pt"))
+    with torch.no_grad():
+        run.model[-1].weight.fill_(float("nan"))  # a diverged model, for real
+    with pytest.raises(
+        TrainingError, match=r"loss became nan in epoch 2 by step 2; the last good checkpoint .*epoch 1\) is kept"
+    ):
+        engine.fit(run)
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
+
+
+def test_on_nan_skip_counts_the_skipped_steps(tmp_path, tiny_data):
+    cfg = tiny_config(tiny_data, tmp_path / "run", train={"epochs": 1, "log_every": 2, "on_nan": "skip"})
+    run = engine.setup(config.from_dict(cfg))
+    with torch.no_grad():
+        run.model[-1].bias.fill_(float("inf"))
+    record = engine.fit(run)
+    assert record["nan_skipped_steps"] == 6  # every step of the epoch
+
+
+def test_fp16_gradscaler_skips_are_counted(tmp_path, tiny_data):
+    cfg = tiny_config(
+        tiny_data, tmp_path / "run", train={"epochs": 1, "log_every": 2, "amp": "fp16", "fp16_init_scale": 2.0**40}
+    )
+    record = engine.fit(engine.setup(config.from_dict(cfg)))
+    assert record["amp_skipped_steps"] == 6  # the scaled gradients overflow fp16 and GradScaler skips
