@@ -488,8 +488,9 @@ def _lines(node: yaml.Node, path: str, out: dict[str, int]) -> None:
 
 def parse_yaml(text: str, where: str, lines: dict[str, int] | None = None) -> Any:
     """`yaml.safe_load` with the file's name, line and column on every error."""
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)
         node = loader.get_single_node()
         if node is None:
             return None
@@ -504,12 +505,17 @@ def parse_yaml(text: str, where: str, lines: dict[str, int] | None = None) -> An
             problem = f"unsupported tag {exc.problem.split('tag ')[-1].strip()}: trainkit reads plain YAML only"
         loc = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
         raise ConfigError(f"{loc}: YAML syntax error: {problem}") from None
+    except yaml.reader.ReaderError as exc:
+        raise ConfigError(
+            f"{where}: YAML error: character {exc.character!r} at position {exc.position} is not allowed"
+        ) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: YAML error: {exc}") from None
+        raise ConfigError(f"{where}: YAML error: {' '.join(str(exc).split())}") from None
     except RecursionError:
         raise ConfigError(f"{where}: nesting too deep to read; flatten the config") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
