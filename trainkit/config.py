@@ -80,9 +80,12 @@ class DataConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     transforms: TransformsConfig = field(default_factory=TransformsConfig)
     on_bad_image: Literal["error", "skip"] = "error"
+    cache: Literal["none", "memory", "disk"] = "none"
+    cache_dir: str | None = None
+    subset: int | None = None
 
     def _check(self, path: str) -> None:
-        for name in ("batch_size", "val_batch_size", "prefetch_factor"):
+        for name in ("batch_size", "val_batch_size", "prefetch_factor", "subset"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise key_error(f"{path}.{name}", f"must be a positive integer, got {value}")
@@ -245,7 +248,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     amp: Literal["off", "bf16", "fp16"] = "off"
     fp16_init_scale: float = 65536.0  # GradScaler's starting loss scale under amp: fp16
-    channels_last: bool = False
+    channels_last: Union[bool, Literal["auto"]] = "auto"
     compile: bool = False
     grad_clip: GradClipConfig | None = None
     accumulate: int = 1

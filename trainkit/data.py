@@ -326,6 +326,7 @@ class Data:
     train_calls: list[specs.Call]
     mix: list[float] = field(default_factory=list)
     skipped: int = 0
+    notes: list[str] = field(default_factory=list)  # said once at start (cache, per-sample fallbacks)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -376,25 +377,93 @@ def targets_of(ds: Dataset) -> list[int]:
     return list(ds.targets)
 
 
+def select(ds: Dataset, indices: list[int]) -> None:
+    """Keep only `indices` of an ImageFolder or CIFAR dataset, in place."""
+    if hasattr(ds, "samples"):
+        ds.samples = [ds.samples[i] for i in indices]
+        ds.imgs = ds.samples
+        ds.targets = [t for _, t in ds.samples]
+    else:
+        ds.data = ds.data[indices]
+        ds.targets = [ds.targets[i] for i in indices]
+
+
+def subset_indices(n: int, size: int, seed: int) -> list[int]:
+    """A seeded random subset of `size` of `n` samples, in dataset order."""
+    return sorted(torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:size].tolist())
+
+
+def _cached_loader(
+    cfg: Any,
+    ds: Dataset,
+    key: str,
+    transform: Any,
+    sampler_cfg: Any,
+    seed: int,
+    device: torch.device,
+    classes: list[str],
+    notes: list[str],
+    train: bool,
+) -> Any:
+    """A CachedLoader over `ds`; bad files raise or are dropped here, once."""
+    from trainkit.augment import BatchAugment
+    from trainkit.cache import CachedLoader, cache_dataset
+
+    cached = cache_dataset(ds, cfg.cache, cfg.cache_dir, os.cpu_count() or 1, key)
+    if cached.skipped:
+        if cfg.on_bad_image == "error":
+            raise DataError(
+                f"cannot decode image {cached.skipped[0]}; remove or replace the file, or set data.on_bad_image: skip"
+            )
+        notes.append(f"{key}: skipped {len(cached.skipped)} undecodable images, e.g. {cached.skipped[0]}")
+    n, size = len(cached.targets), tuple(cached.images.shape[1:])
+    notes.append(f"{key}: {n} images of {size} cached ({cached.source}, {cached.seconds:.1f}s)")
+    augment = BatchAugment(transform, device)
+    if augment.fallbacks:
+        notes.append(
+            f"{key}: per-sample fallback for {', '.join(augment.fallbacks)} (no batched form); the rest runs batched"
+        )
+    sampler = None
+    if train:
+        gen = torch.Generator()
+        sampler = EpochSampler(build_sampler(sampler_cfg, cached.targets.tolist(), classes, gen), gen, seed)
+    batch = cfg.batch_size if train else (cfg.val_batch_size or cfg.batch_size)
+    return CachedLoader(cached, sampler, batch, cfg.drop_last and train, augment, device)
+
+
 def build_data(cfg: Any, seed: int, device: torch.device, classes: list[str] | None = None, train: bool = True) -> Data:
     """Datasets and loaders of a `DataConfig`. With train=False only val is built (for eval)."""
     tcalls = train_calls(cfg)
     train_set = train_loader = None
     mix: list[float] = []
+    notes: list[str] = []
     if train:
-        train_set = SeededSamples(open_dataset(cfg, "train", build_transform(tcalls), classes))
+        raw = open_dataset(cfg, "train", build_transform(tcalls), classes)
+        if cfg.subset is not None and cfg.subset < len(raw):
+            select(raw, subset_indices(len(raw), cfg.subset, seed))
+        train_set = SeededSamples(raw)
         classes = list(train_set.classes)
         targets = targets_of(train_set)
-        order_gen = torch.Generator()
-        sampler = EpochSampler(build_sampler(cfg.sampler, targets, classes, order_gen), order_gen, seed)
         mix = expected_mix(cfg.sampler, targets, classes)
-        train_loader = _loader(cfg, train_set, cfg.batch_size, sampler, device, torch.Generator(), True)
+        if cfg.cache != "none":
+            train_loader = _cached_loader(
+                cfg, raw, "data.train", raw.transform, cfg.sampler, seed, device, classes, notes, True
+            )
+        else:
+            order_gen = torch.Generator()
+            sampler = EpochSampler(build_sampler(cfg.sampler, targets, classes, order_gen), order_gen, seed)
+            train_loader = _loader(cfg, train_set, cfg.batch_size, sampler, device, torch.Generator(), True)
     val_set = open_dataset(cfg, "val", build_transform(val_calls(cfg)), classes)
     classes = list(val_set.classes) if classes is None else classes
-    val_loader = _loader(
-        cfg, val_set, cfg.val_batch_size or cfg.batch_size, SequentialSampler(val_set), device, None, False
-    )
-    return Data(cfg, seed, classes, train_set, val_set, train_loader, val_loader, tcalls, mix)
+    if cfg.cache != "none":
+        val_loader = _cached_loader(
+            cfg, val_set, "data.val", val_set.transform, None, seed, device, classes, notes, False
+        )
+    else:
+        val_loader = _loader(
+            cfg, val_set, cfg.val_batch_size or cfg.batch_size, SequentialSampler(val_set), device, None, False
+        )
+    return Data(cfg, seed, classes, train_set, val_set, train_loader, val_loader, tcalls, mix, notes=notes)
 
 
 def first_sample_shape(ds: Dataset, key: str) -> tuple[int, ...]:

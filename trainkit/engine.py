@@ -115,6 +115,7 @@ class Run:
     state: State
     plots: Any = None  # the visdom sink, when enabled (also in `loggers`)
     overwrite: bool = False  # replace the previous run's files at the first checkpoint
+    channels_last: bool = False
 
 
 def _autocast(run: Run) -> Any:
@@ -125,8 +126,15 @@ def _autocast(run: Run) -> Any:
     return torch.autocast(run.device.type, dtype=dtype)
 
 
+def channels_last(cfg: Any, model: nn.Module) -> bool:
+    """`train.channels_last`, where `auto` means: yes for convolutional models (faster on CPU and GPU)."""
+    if cfg.train.channels_last == "auto":
+        return any(isinstance(m, nn.Conv2d) for m in model.modules())
+    return bool(cfg.train.channels_last)
+
+
 def _to_device(run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    fmt = torch.channels_last if run.cfg.train.channels_last and x.dim() == 4 else torch.contiguous_format
+    fmt = torch.channels_last if run.channels_last and x.dim() == 4 else torch.contiguous_format
     return x.to(run.device, non_blocking=True, memory_format=fmt), y.to(run.device, non_blocking=True)
 
 
@@ -294,7 +302,8 @@ def setup(cfg: Any, resume: str | None = None, overwrite: bool = False, console:
         raise ConfigError(f"--resume {resume}: the checkpoint's classes {ckpt.get('classes')} differ from the data's")
     run_dir = Path(cfg.run_dir)
     model.to(device)
-    if cfg.train.channels_last:
+    use_channels_last = channels_last(cfg, model)
+    if use_channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = optim.build_optimizer(model, cfg.optim)
     scheduler = optim.build_scheduler(optimizer, cfg.scheduler, len(d.train_loader), cfg.train.epochs)
@@ -316,6 +325,7 @@ def setup(cfg: Any, resume: str | None = None, overwrite: bool = False, console:
         Loggers([console, Jsonl(run_dir / "metrics.jsonl")]),
         State(),
     )
+    run.channels_last = use_channels_last
     if ckpt is not None:
         _restore(run, ckpt)
     prepare_run_dir(run_dir, resume=ckpt is not None, overwrite=overwrite)
@@ -374,6 +384,8 @@ def fit(run: Run) -> dict[str, Any]:
         f"{len(run.data.val_set)} val images, {len(run.data.classes)} classes, run_dir {run.run_dir}"
     )
     console.print(run.data.mix_line())
+    for note in run.data.notes:
+        console.print(note)
     if not fresh:
         console.print(f"resuming at epoch {s.epoch + 1}, batch {s.batch} (step {s.step})")
     record: dict[str, Any] = {}
@@ -437,7 +449,7 @@ def _epoch_record(run: Run, epoch: int, train_m: dict[str, Any]) -> dict[str, An
             run.loss_fn,
             run.device,
             len(run.data.classes),
-            cfg.channels_last,
+            run.channels_last,
             _autocast(run),
         )
         record |= {f"val_{k}": v for k, v in val_m.items() if k in ("loss", "acc", "acc5")}
@@ -493,7 +505,10 @@ def eval_checkpoint(path: str, data_dir: str | None = None, overrides: tuple[str
     d = data.build_data(cfg.data, cfg.seed, device, classes=classes, train=False)
     loss_fn = optim.build_loss(cfg.train.loss, classes).to(device)
     model.to(device)
-    metrics, conf = evaluate(model, d.val_loader, d.batches(d.val_loader, 0), loss_fn, device, len(classes))
+    fmt = channels_last(cfg, model)  # the memory format training evaluated in: the same numbers, exactly
+    if fmt:
+        model.to(memory_format=torch.channels_last)
+    metrics, conf = evaluate(model, d.val_loader, d.batches(d.val_loader, 0), loss_fn, device, len(classes), fmt)
     if d.skipped:
         metrics["bad_images"] = d.skipped
     pc = per_class(conf)
