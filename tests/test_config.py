@@ -85,6 +85,7 @@ def test_wrong_type_names_expected_and_given(tmp_path):
         load_text(tmp_path, "data: {train: a, val: b, sampler: shuffled}\nmodel: {sequential: [Flatten]}\n")
     with pytest.raises(ConfigError, match=r"train\.amp: expected one of 'off', 'bf16', 'fp16', got True"):
         load_text(tmp_path, BASE + "train: {amp: true}\n")
+    assert load_text(tmp_path, BASE + "train: {amp: off}\nlog: {progress: off}\n").train.amp == "off"  # YAML's `off`
     with pytest.raises(ConfigError, match=r"data\.batch_size: must be a positive integer, got 0"):
         load_text(tmp_path, "data: {train: a, val: b, batch_size: 0}\nmodel: {sequential: [Flatten]}\n")
 

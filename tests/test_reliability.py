@@ -68,8 +68,9 @@ def with_sections(base: dict, **sections) -> dict:
         {"data": {"num_workers": 0, "sampler": {"type": "weighted", "class_weights": "balanced"}}},
         {"scheduler": {"type": "StepLR", "step_size": 1, "gamma": 0.7}},
         {"scheduler": {"type": "OneCycleLR", "max_lr": 0.2, "total_steps": 40}, "data": {"num_workers": 2}},
+        {"data": {"cache": "memory", "sampler": {"type": "weighted", "class_weights": "balanced"}}},
     ],
-    ids=["workers0", "workers2", "weighted", "steplr", "onecycle-per-step"],
+    ids=["workers0", "workers2", "weighted", "steplr", "onecycle-per-step", "cache"],
 )
 def test_half_then_resume_is_bitwise_identical_to_straight(tmp_path, variant):
     data_root = tmp_path / "data"

