@@ -110,9 +110,9 @@ def cache_dataset(ds: Any, mode: str, cache_dir: str | None, workers: int, key: 
 class CachedLoader:
     """Batches of cached images, augmented as whole batches on the training device.
 
-    It answers like a DataLoader where trainkit needs it: `sampler` (the epoch
-    order, or None for sequential), `batch_size`, `drop_last`, `len()`, and
-    iteration yielding (images, labels, bad files).
+    It answers like a DataLoader where trainkit needs it: `sampler` (an
+    EpochSampler, or a range of indices for evaluation), `batch_size`,
+    `drop_last`, `len()`, and iteration yielding (images, labels, bad files).
     """
 
     generator = None
@@ -134,25 +134,26 @@ class CachedLoader:
         self.gen = torch.Generator(device=self.images.device)
 
     def __len__(self) -> int:
-        n = len(self.sampler) if self.sampler is not None else len(self.targets)
+        n = len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
-        if self.sampler is not None:
+        store = self.images.device
+        if isinstance(self.sampler, range):  # evaluation: a fixed order, no augmentation seeds
+            order, seeds = torch.tensor(self.sampler, dtype=torch.int64), None
+        else:
             pairs = list(self.sampler)
             order = torch.tensor([i for i, _ in pairs], dtype=torch.int64)
             seeds = [s for _, s in pairs]
-        else:
-            order, seeds = torch.arange(len(self.targets)), None
+        order = order.to(store)  # one transfer per epoch: no host-device copy, so no sync, per batch
         bs = self.batch_size
         for b in range(len(self)):
             idx = order[b * bs : (b + 1) * bs]
-            x = self.images[idx.to(self.images.device)]
-            if self.images.device.type != self.device.type:
-                x = (
-                    x.pin_memory().to(self.device, non_blocking=True)
-                    if self.device.type == "cuda"
-                    else x.to(self.device)
-                )
+            x, y = self.images[idx], self.targets[idx]
+            if store.type != self.device.type:  # the cache stayed in host memory
+                if self.device.type == "cuda":
+                    x, y = x.pin_memory().to(self.device, non_blocking=True), y.to(self.device)
+                else:
+                    x, y = x.to(self.device), y.to(self.device)
             self.gen.manual_seed(seeds[b * bs] if seeds else 0)  # each batch's augmentation has its own seed
-            yield self.augment(x, self.gen), self.targets[idx], []
+            yield self.augment(x, self.gen), y, []

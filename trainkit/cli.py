@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -22,7 +23,9 @@ EXAMPLES = {
   trainkit train --config configs/digits.yaml
   trainkit train --config configs/cifar10.yaml --set data.batch_size=64 --set 'optim.betas=[0.9, 0.99]'
   trainkit train --config configs/cifar10.yaml --print-config
-  trainkit train --config configs/cifar10.yaml --resume            # continue runs/<name>/last.pt""",
+  trainkit train --config configs/cifar10.yaml --resume            # continue runs/<name>/last.pt
+  trainkit train --config configs/cifar10.yaml --nproc 2           # DDP on 2 processes (torchrun)
+  torchrun --nproc_per_node 4 -m trainkit train --config configs/cifar10.yaml""",
     "eval": """examples:
   trainkit eval --ckpt runs/digits/best.pt
   trainkit eval --ckpt runs/cifar10-cnn/best.pt --data data/cifar10/test --out eval-test.json""",
@@ -85,6 +88,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", metavar="DIR", help="where to write the run (default: runs/<name>)")
     p.add_argument("--overwrite", action="store_true", help="replace the trainkit files of a non-empty run directory")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train on N processes with DDP, launched by torchrun (data.batch_size is per process)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = add("eval", "evaluate a checkpoint on its validation data")
@@ -149,18 +159,37 @@ def _train_config(args: argparse.Namespace) -> Any:
     raise ConfigError("train: give --config FILE (or --resume CKPT to continue a run with its own config)")
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from trainkit import config, engine
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            out.append(item)
+    return out
 
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from trainkit import config, distributed, engine
+
+    if args.nproc < 1:
+        raise ConfigError(f"--nproc: expected a positive number of processes, got {args.nproc}")
     cfg = _train_config(args)
     if args.print_config:
         print(config.dump_config(cfg), end="")
         return 0
+    if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
+        return distributed.launch(args.nproc, _without_nproc(args.argv))
     resume = None
     if args.resume is not None:
         resume = args.resume or str(Path(cfg.run_dir) / "last.pt")
-    run = engine.setup(cfg, resume=resume, overwrite=args.overwrite)
-    engine.fit(run)
+    try:
+        run = engine.setup(cfg, resume=resume, overwrite=args.overwrite)
+        engine.fit(run)
+    finally:
+        distributed.close()
     return 0
 
 
@@ -250,15 +279,21 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the trainkit command line; returns the exit code."""
     parser = _parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv
+    code = _run(args)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 tells the --nproc launcher how it ended
+        from trainkit.distributed import write_status
+
+        write_status(code)
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
-    except TrainkitError as exc:
-        if args.debug:
-            traceback.print_exc()
-        print(f"trainkit: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except TrainingError as exc:
+    except (TrainkitError, TrainingError) as exc:
         if args.debug:
             traceback.print_exc()
         print(f"trainkit: error: {exc}", file=sys.stderr)
@@ -266,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("trainkit: interrupted", file=sys.stderr)
         return 130
+    except SystemExit as exc:  # a run stopped by SIGINT/SIGTERM: 130 or 143
+        return exc.code if isinstance(exc.code, int) else 1
 
 
 if __name__ == "__main__":

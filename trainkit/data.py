@@ -241,10 +241,15 @@ class EpochSampler(Sampler):
     `base` is the configured torch sampler, drawing from the generator `gen`, which is reseeded at the start
     of every epoch. Each position also gets its own augmentation seed, so a sample's augmentation depends
     neither on which worker loads it nor on what ran before, and an epoch can resume at any batch (`skip`).
+
+    Under DDP the one global order is sharded as torch's DistributedSampler does: padded to a multiple of
+    the world size, rank r takes positions r, r + W, r + 2W, ... So W processes with batch B see, step by
+    step, the same global batches as one process with batch W * B, augmented the same way.
     """
 
-    def __init__(self, base: Sampler, gen: torch.Generator, seed: int) -> None:
+    def __init__(self, base: Sampler, gen: torch.Generator, seed: int, rank: int = 0, world: int = 1) -> None:
         self.base, self.gen, self.seed = base, gen, seed
+        self.rank, self.world = rank, world
         self.epoch = self.skip = 0
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
@@ -252,17 +257,23 @@ class EpochSampler(Sampler):
 
     @property
     def total(self) -> int:
-        return len(self.base)
+        """Positions this rank gets in a whole epoch."""
+        return -(-len(self.base) // self.world)
 
     def __len__(self) -> int:
         return self.total - self.skip
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def global_order(self) -> tuple[list[int], list[int]]:
         self.gen.manual_seed(epoch_seed(self.seed, self.epoch))
-        order = list(self.base)
+        order = [int(i) for i in self.base]
         seeds = torch.randint(0, 2**62, (len(order),), generator=self.gen).tolist()
-        for pos in range(self.skip, len(order)):
-            yield int(order[pos]), seeds[pos]
+        pad = self.total * self.world - len(order)
+        return order + order[:pad], seeds + seeds[:pad]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order, seeds = self.global_order()
+        for pos in range(self.rank + self.skip * self.world, len(order), self.world):
+            yield order[pos], seeds[pos]
 
 
 class SeededSamples(Dataset):
@@ -404,6 +415,8 @@ def _cached_loader(
     classes: list[str],
     notes: list[str],
     train: bool,
+    rank: int = 0,
+    world: int = 1,
 ) -> Any:
     """A CachedLoader over `ds`; bad files raise or are dropped here, once."""
     from trainkit.augment import BatchAugment
@@ -423,16 +436,30 @@ def _cached_loader(
         notes.append(
             f"{key}: per-sample fallback for {', '.join(augment.fallbacks)} (no batched form); the rest runs batched"
         )
-    sampler = None
     if train:
         gen = torch.Generator()
-        sampler = EpochSampler(build_sampler(sampler_cfg, cached.targets.tolist(), classes, gen), gen, seed)
+        sampler = EpochSampler(
+            build_sampler(sampler_cfg, cached.targets.tolist(), classes, gen), gen, seed, rank, world
+        )
+    else:
+        sampler = range(rank, n, world)  # every val image on exactly one rank
     batch = cfg.batch_size if train else (cfg.val_batch_size or cfg.batch_size)
     return CachedLoader(cached, sampler, batch, cfg.drop_last and train, augment, device)
 
 
-def build_data(cfg: Any, seed: int, device: torch.device, classes: list[str] | None = None, train: bool = True) -> Data:
-    """Datasets and loaders of a `DataConfig`. With train=False only val is built (for eval)."""
+def build_data(
+    cfg: Any,
+    seed: int,
+    device: torch.device,
+    classes: list[str] | None = None,
+    train: bool = True,
+    rank: int = 0,
+    world: int = 1,
+) -> Data:
+    """Datasets and loaders of a `DataConfig`. With train=False only val is built (for eval).
+
+    Under DDP (`world` > 1) each rank gets its shard of the training order and every val image exactly once.
+    """
     tcalls = train_calls(cfg)
     train_set = train_loader = None
     mix: list[float] = []
@@ -447,22 +474,23 @@ def build_data(cfg: Any, seed: int, device: torch.device, classes: list[str] | N
         mix = expected_mix(cfg.sampler, targets, classes)
         if cfg.cache != "none":
             train_loader = _cached_loader(
-                cfg, raw, "data.train", raw.transform, cfg.sampler, seed, device, classes, notes, True
+                cfg, raw, "data.train", raw.transform, cfg.sampler, seed, device, classes, notes, True, rank, world
             )
         else:
             order_gen = torch.Generator()
-            sampler = EpochSampler(build_sampler(cfg.sampler, targets, classes, order_gen), order_gen, seed)
+            sampler = EpochSampler(
+                build_sampler(cfg.sampler, targets, classes, order_gen), order_gen, seed, rank, world
+            )
             train_loader = _loader(cfg, train_set, cfg.batch_size, sampler, device, torch.Generator(), True)
     val_set = open_dataset(cfg, "val", build_transform(val_calls(cfg)), classes)
     classes = list(val_set.classes) if classes is None else classes
     if cfg.cache != "none":
         val_loader = _cached_loader(
-            cfg, val_set, "data.val", val_set.transform, None, seed, device, classes, notes, False
+            cfg, val_set, "data.val", val_set.transform, None, seed, device, classes, notes, False, rank, world
         )
     else:
-        val_loader = _loader(
-            cfg, val_set, cfg.val_batch_size or cfg.batch_size, SequentialSampler(val_set), device, None, False
-        )
+        val_order = range(rank, len(val_set), world)  # every val image on exactly one rank, none padded
+        val_loader = _loader(cfg, val_set, cfg.val_batch_size or cfg.batch_size, val_order, device, None, False)
     return Data(cfg, seed, classes, train_set, val_set, train_loader, val_loader, tcalls, mix, notes=notes)
 
 

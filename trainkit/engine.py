@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 import trainkit
-from trainkit import checkpoint, config, data, models, optim, shapes
+from trainkit import checkpoint, config, data, distributed, metrics, models, optim, shapes
 from trainkit.errors import ConfigError, DeviceError, RunDirError, TrainingError
 from trainkit.loggers import Console, Jsonl, Loggers, truncate_jsonl
 from trainkit.metrics import EpochMeters
@@ -62,7 +63,7 @@ def check_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> None:
         )
 
 
-def prepare_run_dir(path: Path, resume: bool, overwrite: bool) -> None:
+def prepare_run_dir(path: Path, resume: bool, overwrite: bool, create: bool = True) -> None:
     """A non-empty run directory is never silently overwritten (--overwrite replaces it at the first checkpoint)."""
     if path.exists() and not path.is_dir():
         raise RunDirError(f"run_dir {path} is a file; choose another --run-dir")
@@ -73,6 +74,8 @@ def prepare_run_dir(path: Path, resume: bool, overwrite: bool) -> None:
                 f"run_dir {path} is not empty (holds {held}); pass --resume to continue it, "
                 "--overwrite to replace its trainkit files, or --run-dir for a new one"
             )
+    if not create:
+        return
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -94,7 +97,8 @@ class State:
     es_bad_epochs: int = 0
     batch: int = 0  # batches done in epoch `epoch` (0-based), when stopped mid-epoch
     partial: dict | None = None  # that epoch's meters so far
-    stop_signal: int | None = None
+    stop_requested: int | None = None  # a signal this process received
+    stop_signal: int | None = None  # the signal the run stops for (agreed by every rank under DDP)
     nan_skipped: int = 0  # steps skipped for a non-finite loss (train.on_nan: skip), this epoch
     amp_skipped: int = 0  # steps GradScaler skipped for inf/NaN gradients (fp16), this epoch
 
@@ -116,6 +120,7 @@ class Run:
     plots: Any = None  # the visdom sink, when enabled (also in `loggers`)
     overwrite: bool = False  # replace the previous run's files at the first checkpoint
     channels_last: bool = False
+    dist: distributed.Dist = field(default_factory=distributed.Dist)
 
 
 def _autocast(run: Run) -> Any:
@@ -191,7 +196,12 @@ def train_one_epoch(run: Run, epoch: int, start: int = 0, meters: EpochMeters | 
                     "train.grad_clip, or set train.on_nan: skip"
                 )
             run.loggers.step(epoch + 1, s.batch, steps, stats | {"lr": optim.current_lr(run.optimizer)})
-        if s.stop_signal is not None and s.batch % cfg.accumulate == 0:
+        decided = s.stop_requested
+        if run.dist.enabled:  # every rank must stop at the same step: decide together, on the local requests
+            check = run.device.type == "cpu" or s.batch % cfg.log_every == 0 or s.batch == steps
+            decided = distributed.agreed_signal(s.stop_requested, run.device) if check else None
+        if decided is not None and s.batch % cfg.accumulate == 0:
+            s.stop_signal = decided
             break
     return meters
 
@@ -206,8 +216,8 @@ def evaluate(
     num_classes: int,
     channels_last: bool = False,
     autocast: Any = None,
-) -> tuple[dict[str, Any], np.ndarray]:
-    """Loss, top-1/top-5 and the confusion matrix over `batches` (an iterable of (x, y))."""
+) -> EpochMeters:
+    """Meters (loss, top-1/top-5, confusion matrix) over `batches`, an iterable of (x, y)."""
     was_training = net.training
     net.eval()
     meters = EpochMeters(num_classes, flush_every=max(len(loader), 1))
@@ -220,9 +230,29 @@ def evaluate(
                 logits = net(x)
                 loss = loss_fn(logits, y)
             meters.add(loss, logits, y)
-        return meters.summary(), meters.confusion_matrix()
+        meters.flush()
+        return meters
     finally:
         net.train(was_training)
+
+
+def summarize(meters: EpochMeters, run: Run, confusion: bool = False) -> tuple[dict[str, Any], np.ndarray | None]:
+    """The meters' summary (and confusion matrix), summed over every rank under DDP."""
+    if not run.dist.enabled:
+        return meters.summary(), meters.confusion_matrix() if confusion else None
+    return metrics.summary_from(reduced_state(meters, run)), (
+        distributed.all_sum_array(meters.confusion_matrix(), run.device) if confusion else None
+    )
+
+
+def reduced_state(meters: EpochMeters, run: Run) -> dict[str, Any]:
+    """`meters.state()` summed over ranks (rank 0's elapsed time)."""
+    st = meters.state()
+    if not run.dist.enabled:
+        return st
+    keys = sorted(st["errors"], key=int)
+    sums = distributed.all_sum([st["loss_sum"], st["samples"], *(st["errors"][k] for k in keys)], run.device)
+    return {**st, "loss_sum": sums[0], "samples": int(round(sums[1])), "errors": dict(zip(keys, sums[2:]))}
 
 
 def _improved(value: float, best: float | None, mode: str, delta: float = 0.0) -> bool:
@@ -264,7 +294,8 @@ def _restore(run: Run, ckpt: dict) -> None:
         run.scaler.load_state_dict(ckpt["scaler"])
     s = run.state
     s.epoch, s.step = int(ckpt["epoch"]), int(ckpt["step"])
-    s.batch, s.partial = int(ckpt.get("batch", 0)), ckpt.get("partial")
+    s.batch = int(ckpt.get("batch", 0))
+    s.partial = ckpt.get("partial") if run.dist.main else None  # the saved partial epoch is already summed over ranks
     s.best, s.best_epoch = ckpt["best"]["value"], ckpt["best"]["epoch"]
     s.es_best, s.es_bad_epochs = ckpt["early_stopping"]["best"], ckpt["early_stopping"]["bad_epochs"]
     checkpoint.set_rng_state(ckpt["rng"])
@@ -275,9 +306,9 @@ def _stop_on_signals(state: State):
     """SIGINT/SIGTERM ask the loop to stop after the current step; a second SIGINT aborts at once."""
 
     def handler(signum: int, frame: Any) -> None:
-        if state.stop_signal is not None and signum == signal.SIGINT:
+        if state.stop_requested is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        state.stop_signal = signum
+        state.stop_requested = signum
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -288,12 +319,15 @@ def _stop_on_signals(state: State):
 
 
 def setup(cfg: Any, resume: str | None = None, overwrite: bool = False, console: Console | None = None) -> Run:
-    """Build everything and check it before the run directory is touched."""
-    device = select_device(cfg.device)
+    """Build everything and check it before the run directory is touched (on every rank under DDP)."""
+    rank = distributed.from_env()
+    device = select_device(distributed.device_of(cfg.device, rank))
     if device.type == "cuda":
+        torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
+    distributed.init(rank, device)
     seed_everything(cfg.seed)
-    d = data.build_data(cfg.data, cfg.seed, device)
+    d = data.build_data(cfg.data, cfg.seed, device, rank=rank.rank, world=rank.world)
     model = models.build_model(cfg.model, seed=cfg.seed)
     input_shape = data.first_sample_shape(d.val_set, "data.transforms.val")
     data.first_sample_shape(d.train_set, "data.transforms.train")
@@ -308,31 +342,28 @@ def setup(cfg: Any, resume: str | None = None, overwrite: bool = False, console:
     if use_channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = optim.build_optimizer(model, cfg.optim)
-    scheduler = optim.build_scheduler(optimizer, cfg.scheduler, len(d.train_loader), cfg.train.epochs)
+    scheduler = optim.build_scheduler(optimizer, cfg.scheduler, d.steps_per_epoch, cfg.train.epochs)
     scaler = torch.amp.GradScaler(device.type, init_scale=cfg.train.fp16_init_scale, enabled=cfg.train.amp == "fp16")
     loss_fn = optim.build_loss(cfg.train.loss, d.classes).to(device)
-    net = torch.compile(model) if cfg.train.compile else model
-    console = console or Console(cfg.log.progress)
-    run = Run(
-        cfg,
-        device,
-        d,
-        model,
-        net,
-        optimizer,
-        scheduler,
-        scaler,
-        loss_fn,
-        run_dir,
-        Loggers([console, Jsonl(run_dir / "metrics.jsonl")]),
-        State(),
-    )
-    run.channels_last = use_channels_last
+    net: nn.Module = model
+    if rank.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.train.compile:
+        net = torch.compile(net)
+    if rank.main:
+        console = console or Console(cfg.log.progress)
+        loggers = Loggers([console, Jsonl(run_dir / "metrics.jsonl")])
+    else:  # only rank 0 prints, plots and writes
+        loggers = Loggers([Console("off", stream=open(os.devnull, "w"))])  # noqa: SIM115 - lives as long as the run
+    run = Run(cfg, device, d, model, net, optimizer, scheduler, scaler, loss_fn, run_dir, loggers, State())
+    run.channels_last, run.dist = use_channels_last, rank
     if ckpt is not None:
         _restore(run, ckpt)
-    prepare_run_dir(run_dir, resume=ckpt is not None, overwrite=overwrite)
+    prepare_run_dir(run_dir, resume=ckpt is not None, overwrite=overwrite, create=rank.main)
     run.overwrite = overwrite and ckpt is None
-    if cfg.log.visdom.enabled:
+    if cfg.log.visdom.enabled and rank.main:
         from trainkit.plots import VisdomSink
 
         warn = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
@@ -374,8 +405,9 @@ def fit(run: Run) -> dict[str, Any]:
     cfg, s, console = run.cfg, run.state, run.loggers[0]
     resolved = config.dump_config(cfg)
     fresh = s.epoch == 0 and s.batch == 0
-    files = RunFiles(run, resolved, data.sample_grid(run.data) if fresh else None)
-    if not any(run.run_dir.iterdir()):
+    main = run.dist.main  # under DDP only rank 0 writes
+    files = RunFiles(run, resolved, data.sample_grid(run.data) if fresh and main else None)
+    if main and not any(run.run_dir.iterdir()):
         files.commit()
     if run.plots is not None:
         run.plots.text(resolved)
@@ -400,12 +432,13 @@ def fit(run: Run) -> dict[str, Any]:
                 meters.restore(s.partial)
             meters = train_one_epoch(run, epoch, s.batch, meters)
             if s.stop_signal is not None:
-                files.commit()
-                s.partial = meters.state()
-                checkpoint.atomic_save(make_checkpoint(run, {}), run.run_dir / "last.pt")
+                s.partial = reduced_state(meters, run)
+                if main:
+                    files.commit()
+                    checkpoint.atomic_save(make_checkpoint(run, {}), run.run_dir / "last.pt")
                 break
             s.batch, s.partial = 0, None
-            record = _epoch_record(run, epoch, meters.summary())
+            record = _epoch_record(run, epoch, summarize(meters, run)[0])
             s.epoch = epoch + 1
             _step_scheduler(run, record)
             improved = _improved(record.get(cfg.train.monitor), s.best, cfg.train.monitor_mode)
@@ -413,12 +446,13 @@ def fit(run: Run) -> dict[str, Any]:
                 s.best, s.best_epoch = record[cfg.train.monitor], s.epoch
                 record["best"] = True
             stop_early = _early_stop(cfg.train.early_stopping, s, record)
-            files.commit()
-            run.loggers.end_epoch(record)
-            ckpt = make_checkpoint(run, record)
-            checkpoint.atomic_save(ckpt, run.run_dir / "last.pt")
-            if improved:
-                checkpoint.atomic_save(ckpt, run.run_dir / "best.pt")
+            if main:
+                files.commit()
+                run.loggers.end_epoch(record)
+                ckpt = make_checkpoint(run, record)
+                checkpoint.atomic_save(ckpt, run.run_dir / "last.pt")
+                if improved:
+                    checkpoint.atomic_save(ckpt, run.run_dir / "best.pt")
             if stop_early:
                 es = cfg.train.early_stopping
                 console.print(f"early stopping: {es.monitor} has not improved for {es.patience} epochs")
@@ -444,8 +478,9 @@ def _epoch_record(run: Run, epoch: int, train_m: dict[str, Any]) -> dict[str, An
     record |= {"images_per_s": train_m.get("images_per_s", 0.0), "time": train_m["time"]}
     if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
         loader = run.data.val_loader
-        val_m, conf = evaluate(
-            run.net,
+        eval_net = run.model if run.dist.enabled else run.net  # no DDP collectives: ranks may hold unequal shares
+        val_meters = evaluate(
+            eval_net,
             loader,
             run.data.batches(loader, epoch),
             run.loss_fn,
@@ -454,6 +489,7 @@ def _epoch_record(run: Run, epoch: int, train_m: dict[str, Any]) -> dict[str, An
             run.channels_last,
             _autocast(run),
         )
+        val_m, conf = summarize(val_meters, run, confusion=True)
         record |= {f"val_{k}": v for k, v in val_m.items() if k in ("loss", "acc", "acc5")}
         if run.plots is not None:
             run.plots.confusion(conf, run.data.classes)
@@ -492,8 +528,6 @@ def _early_stop(es: Any, s: State, record: dict[str, Any]) -> bool:
 
 def eval_checkpoint(path: str, data_dir: str | None = None, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     """Rebuild model and val data from a checkpoint alone and evaluate them."""
-    from trainkit.metrics import most_confused, per_class
-
     ckpt = checkpoint.load_checkpoint(path)
     raw = ckpt["config"]
     if data_dir is not None:
@@ -510,17 +544,18 @@ def eval_checkpoint(path: str, data_dir: str | None = None, overrides: tuple[str
     fmt = channels_last(cfg, model)  # the memory format training evaluated in: the same numbers, exactly
     if fmt:
         model.to(memory_format=torch.channels_last)
-    metrics, conf = evaluate(model, d.val_loader, d.batches(d.val_loader, 0), loss_fn, device, len(classes), fmt)
+    meters = evaluate(model, d.val_loader, d.batches(d.val_loader, 0), loss_fn, device, len(classes), fmt)
+    result, conf = meters.summary(), meters.confusion_matrix()
     if d.skipped:
-        metrics["bad_images"] = d.skipped
-    pc = per_class(conf)
+        result["bad_images"] = d.skipped
+    pc = metrics.per_class(conf)
     return {
         "checkpoint": str(path),
         "epoch": ckpt["epoch"],
-        "val_loss": metrics["loss"],
-        "val_acc": metrics["acc"],
-        **({"val_acc5": metrics["acc5"]} if "acc5" in metrics else {}),
-        "samples": metrics["samples"],
+        "val_loss": result["loss"],
+        "val_acc": result["acc"],
+        **({"val_acc5": result["acc5"]} if "acc5" in result else {}),
+        "samples": result["samples"],
         "classes": classes,
         "per_class": {
             c: {
@@ -532,5 +567,5 @@ def eval_checkpoint(path: str, data_dir: str | None = None, overrides: tuple[str
             for i, c in enumerate(classes)
         },
         "confusion": conf.tolist(),
-        "most_confused": [{"true": t, "predicted": p, "count": n} for t, p, n in most_confused(conf, classes)],
+        "most_confused": [{"true": t, "predicted": p, "count": n} for t, p, n in metrics.most_confused(conf, classes)],
     }

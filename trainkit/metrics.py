@@ -101,6 +101,23 @@ class EpochMeters:
         return np.asarray(self.confusion.value(), dtype=np.int64)
 
 
+def summary_from(state: dict[str, Any]) -> dict[str, Any]:
+    """`EpochMeters.summary()` computed from a `state()` (for example one summed over DDP ranks)."""
+    n = state["samples"]
+    if not n:
+        return {"loss": float("nan"), "acc": float("nan"), "samples": 0, "time": state["elapsed"]}
+    out: dict[str, Any] = {
+        "loss": state["loss_sum"] / n,
+        "acc": 1.0 - state["errors"]["1"] / n,
+        "samples": int(n),
+        "time": state["elapsed"],
+        "images_per_s": n / max(state["elapsed"], 1e-9),
+    }
+    if "5" in state["errors"]:
+        out["acc5"] = 1.0 - state["errors"]["5"] / n
+    return out
+
+
 def per_class(conf: np.ndarray) -> dict[str, list[float]]:
     """Per-class accuracy (= recall) and precision from a confusion matrix."""
     tp = np.diag(conf).astype(float)

@@ -1,0 +1,129 @@
+"""Data-parallel training on PyTorch's own engine: torchrun launches, DDP averages gradients.
+
+`trainkit train --nproc N` starts `torch.distributed.run --standalone` with N
+processes; `torchrun --nproc_per_node N -m trainkit train ...` does the same by
+hand (and across machines, with torchrun's rendezvous flags). Each process
+reads its rank from torchrun's environment; the backend is NCCL on CUDA and
+gloo on CPU. Only rank 0 writes files, plots and progress; metrics are summed
+over ranks.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+STATUS_ENV = "TRAINKIT_STATUS_FILE"  # where rank 0 leaves its exit code for the --nproc launcher
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def from_env() -> Dist:
+    """The rank of this process as torchrun set it (a single process without torchrun)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return Dist(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def init(d: Dist, device: torch.device) -> None:
+    if d.enabled and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def close() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def device_of(spec: str, d: Dist) -> str:
+    """Each rank takes the GPU of its local rank."""
+    if d.enabled and spec in ("auto", "cuda") and torch.cuda.is_available():
+        return f"cuda:{d.local_rank}"
+    return spec
+
+
+def _tensor(values: Any, device: torch.device) -> torch.Tensor:
+    # gloo reduces CPU tensors, NCCL GPU tensors
+    where = device if device.type == "cuda" else torch.device("cpu")
+    return torch.as_tensor(values, dtype=torch.float64, device=where)
+
+
+def all_sum(values: list[float], device: torch.device) -> list[float]:
+    t = _tensor(values, device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.cpu().tolist()
+
+
+def all_sum_array(arr: np.ndarray, device: torch.device) -> np.ndarray:
+    t = _tensor(arr, device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.cpu().numpy().round().astype(np.int64)
+
+
+def agreed_signal(local: int | None, device: torch.device) -> int | None:
+    """The signal any rank received, known to every rank (so all stop at the same step)."""
+    t = _tensor([local or 0], device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    value = int(t.item())
+    return value or None
+
+
+def write_status(code: int) -> None:
+    path = os.environ.get(STATUS_ENV)
+    if path:
+        Path(path).write_text(str(code))
+
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """Run `trainkit` under torchrun with `nproc` processes; returns the run's exit code.
+
+    SIGINT and SIGTERM are passed on to torchrun, which passes them to every process.
+    """
+    with tempfile.TemporaryDirectory(prefix="trainkit-launch-") as tmp:
+        status = Path(tmp) / "status"
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            "-m",
+            "trainkit",
+            *argv,
+        ]
+        proc = subprocess.Popen(cmd, env={**os.environ, STATUS_ENV: str(status)})
+
+        def forward(signum: int, frame: Any) -> None:
+            proc.send_signal(signum)
+
+        old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            code = proc.wait()
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+        if status.exists():  # rank 0's own exit code: 0, 1, 2, 130 or 143, not torchrun's summary
+            return int(status.read_text())
+        return code
