@@ -67,16 +67,12 @@ def _parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
 
+    def add_set(p: argparse.ArgumentParser, help_: str) -> None:
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help_)
+
     p = add("train", "train a model from a YAML config")
     p.add_argument("--config", metavar="FILE", help="YAML config (optional with --resume CKPT: its config is used)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key; the value is YAML (repeatable)",
-    )
+    add_set(p, "override a config key; the value is YAML (repeatable)")
     p.add_argument(
         "--resume",
         nargs="?",
@@ -100,14 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     p = add("eval", "evaluate a checkpoint on its validation data")
     p.add_argument("--ckpt", required=True, metavar="FILE", help="a trainkit checkpoint (last.pt or best.pt)")
     p.add_argument("--data", metavar="DIR", help="val folder (imagefolder) or data root (cifar) to evaluate on")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a key of the checkpoint's config (repeatable)",
-    )
+    add_set(p, "override a key of the checkpoint's config (repeatable)")
     p.add_argument("--out", metavar="FILE", help="where to write eval.json (default: beside the checkpoint)")
     p.set_defaults(func=cmd_eval)
 
@@ -115,14 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", metavar="FILE", help="build the model of this config")
     src.add_argument("--ckpt", metavar="FILE", help="build the model of this checkpoint")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key (repeatable)",
-    )
+    add_set(p, "override a config key (repeatable)")
     p.add_argument(
         "--input-size",
         nargs=3,

@@ -159,6 +159,13 @@ class ModelConfig:
         }
 
 
+def _check_class(path: str, what: str, classes: dict[str, Any], name: str, kwargs: dict, skip: int = 0) -> None:
+    """`type` names one of `classes`, and the other keys are arguments it accepts."""
+    if name not in classes:
+        raise key_error(f"{path}.type", f"unknown {what} {name!r}{suggest(name, set(classes))}")
+    specs.check_signature(classes[name], [], kwargs, path, skip=skip)
+
+
 @dataclass
 class OptimConfig:
     type: str = "SGD"
@@ -168,10 +175,7 @@ class OptimConfig:
     _extra = "kwargs"
 
     def _check(self, path: str) -> None:
-        classes = specs.optimizers()
-        if self.type not in classes:
-            raise key_error(f"{path}.type", f"unknown optimizer {self.type!r}{suggest(self.type, set(classes))}")
-        specs.check_signature(classes[self.type], [], {"lr": self.lr, **self.kwargs}, path, skip=1)
+        _check_class(path, "optimizer", specs.optimizers(), self.type, {"lr": self.lr, **self.kwargs}, skip=1)
         if not self.lr > 0 or not math.isfinite(self.lr):
             raise key_error(f"{path}.lr", f"must be a positive number, got {self.lr}")
 
@@ -185,10 +189,7 @@ class SchedulerConfig:
     _extra = "kwargs"
 
     def _check(self, path: str) -> None:
-        classes = specs.schedulers()
-        if self.type not in classes:
-            raise key_error(f"{path}.type", f"unknown scheduler {self.type!r}{suggest(self.type, set(classes))}")
-        specs.check_signature(classes[self.type], [], self.kwargs, path, skip=1)
+        _check_class(path, "scheduler", specs.schedulers(), self.type, self.kwargs, skip=1)
         if self.warmup_epochs < 0:
             raise key_error(f"{path}.warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
 
@@ -206,10 +207,7 @@ class LossConfig:
     _extra = "kwargs"
 
     def _check(self, path: str) -> None:
-        classes = specs.nn_losses()
-        if self.type not in classes:
-            raise key_error(f"{path}.type", f"unknown loss {self.type!r}{suggest(self.type, set(classes))}")
-        specs.check_signature(classes[self.type], [], self.kwargs, path)
+        _check_class(path, "loss", specs.nn_losses(), self.type, self.kwargs)
 
 
 @dataclass
