@@ -14,6 +14,7 @@ Idempotent: when every file is in place it returns at once, without npm.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -65,29 +66,37 @@ ASSETS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def static_dir() -> Path:
-    import visdom
+def _package_dir() -> Path:
+    # found without importing visdom: plots.py is the one module that imports it
+    spec = importlib.util.find_spec("visdom")
+    if spec is None or spec.origin is None:
+        raise SystemExit("visdom assets: the visdom package is not installed; run `make install`")
+    return Path(spec.origin).resolve().parent
 
-    return Path(visdom.__file__).resolve().parent / "static"
+
+def static_dir() -> Path:
+    return _package_dir() / "static"
+
+
+def visdom_version() -> str:
+    """What visdom writes in version.built: the text of its VERSION file."""
+    version = _package_dir() / "VERSION"
+    return version.read_text().strip() if version.is_file() else "no_version_file"
 
 
 def missing(static: Path) -> list[str]:
     """Destinations not yet in place (and version.built, when it is stale)."""
-    import visdom
-
     out = [dest for _, _, dest in ASSETS if not (static / dest).is_file()]
     if not (static / USER_CSS).is_file():
         out.append(USER_CSS)
     built = static / "version.built"
-    if not built.is_file() or built.read_text().strip() != visdom.__version__:
+    if not built.is_file() or built.read_text().strip() != visdom_version():
         out.append("version.built")
     return out
 
 
 def install(static: Path | None = None, quiet: bool = False) -> int:
     """Fetch and lay every asset; returns how many files were written."""
-    import visdom
-
     static = static or static_dir()
     todo = missing(static)
     if not todo:
@@ -101,7 +110,7 @@ def install(static: Path | None = None, quiet: bool = False) -> int:
     if not user_css.is_file():
         user_css.parent.mkdir(exist_ok=True)
         user_css.write_text("/* custom styles for the visdom page */\n")
-    (static / "version.built").write_text(visdom.__version__)
+    (static / "version.built").write_text(visdom_version())
     if not quiet:
         print(f"visdom assets: wrote {written} files from the npm registry into {static}")
     return written
