@@ -99,3 +99,39 @@ def test_digits_demo_reaches_95_percent_in_under_two_minutes(tmp_path):
     print(f"digits: best val_acc {best:.4f}, training {train_time:.1f}s, whole command {elapsed:.1f}s")
     assert best >= 0.95
     assert train_time < 120
+
+
+def test_a_terminal_gets_a_progress_bar(tmp_path, tiny_data):
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    cfg = write_yaml(tmp_path / "c.yaml", tiny_config(tiny_data, tmp_path / "run"))
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # a terminal of 160 columns
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainkit", "train", "--config", str(cfg)],
+        cwd=ROOT,
+        stdin=slave,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        text=True,
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # the terminal closed: the process has ended
+            break
+        if not data:
+            break
+        chunks.append(data.decode(errors="replace"))
+    out = proc.stdout.read()
+    assert proc.wait() == 0
+    bar = "".join(chunks)
+    assert "epoch 1/2" in bar and "loss=" in bar and "img/s=" in bar and "lr=" in bar  # tqdm's bar and postfix
+    assert "step 6/6" not in out  # no plain progress lines when there is a bar
+    assert out.count("| train_loss") == 2  # the summary line of each epoch, always

@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
 from tqdm import tqdm
+
+
+def _columns() -> int:
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except (OSError, ValueError):
+        return 0
 
 
 def fmt_pct(x: float | None) -> str:
@@ -24,8 +32,8 @@ class Console:
 
     def __init__(self, mode: str = "auto", stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
-        if mode == "auto":
-            mode = "bar" if sys.stderr.isatty() else "lines"
+        if mode == "auto":  # a bar on a terminal that has a width (tqdm draws nothing in 0 columns)
+            mode = "bar" if sys.stderr.isatty() and _columns() > 0 else "lines"
         self.mode = mode
         self.bar: tqdm | None = None
         self.epochs = 0
