@@ -278,7 +278,7 @@ def _run(args: argparse.Namespace) -> int:
     except (TrainkitError, TrainingError) as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"trainkit: error: {exc}", file=sys.stderr)
+        print(f"trainkit: error: {' '.join(str(exc).split())}", file=sys.stderr)  # always one line
         return exc.exit_code
     except KeyboardInterrupt:
         print("trainkit: interrupted", file=sys.stderr)

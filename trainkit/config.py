@@ -20,7 +20,7 @@ import yaml
 
 from trainkit import specs
 from trainkit.errors import ConfigError
-from trainkit.specs import Call, describe, key_error, suggest
+from trainkit.specs import Call, describe, key_error, printable, suggest
 
 # --------------------------------------------------------------------------- schema
 
@@ -527,7 +527,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not sep or not re.fullmatch(r"[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*", key):
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, for example --set data.batch_size=64")
-    value = parse_yaml(text, f"--set {item}") if text.strip() else None
+    value = parse_yaml(text, f"--set {printable(item)}") if text.strip() else None
     return key.split("."), value
 
 
@@ -540,7 +540,7 @@ def apply_override(raw: dict, keys: list[str], value: Any, item: str) -> None:
         if not isinstance(child, dict):
             where = ".".join(keys[: i + 1])
             raise ConfigError(
-                f"--set {item}: {where} is {describe(child)}, not a mapping; set {where} as a whole, "
+                f"--set {printable(item)}: {where} is {describe(child)}, not a mapping; set {where} as a whole, "
                 f"for example --set '{where}={{...}}'"
             )
         node = child
@@ -578,7 +578,7 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...], origins: 
         dotted = ".".join(keys)
         for k in [k for k in origins if k == dotted or k.startswith(dotted + ".") or k.startswith(dotted + "[")]:
             del origins[k]
-        origins[dotted] = f"--set {item}"
+        origins[dotted] = f"--set {printable(item)}"
     return raw
 
 

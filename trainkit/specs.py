@@ -44,9 +44,14 @@ def describe(value: Any) -> str:
     return f"{text} ({type(value).__name__})"
 
 
+def printable(text: str) -> str:
+    """`text` with newlines and other control characters escaped, so a message stays one line."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def key_error(path: str, message: str) -> ConfigError:
     """A ConfigError that knows the key path it is about (for line lookup)."""
-    err = ConfigError(f"{path}: {message}" if path else message)
+    err = ConfigError(f"{printable(path)}: {message}" if path else message)
     err.key = path
     return err
 
