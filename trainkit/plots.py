@@ -126,8 +126,7 @@ class VisdomSink:
     # ---- the sink interface
 
     def begin_epoch(self, epoch: int, epochs: int, steps: int) -> None:
-        self.steps_per_epoch = steps
-        self.epoch = epoch
+        pass
 
     def step(self, epoch: int, step: int, steps: int, stats: dict[str, Any]) -> None:
         if step % self.every and step != steps:
