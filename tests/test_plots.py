@@ -173,3 +173,5 @@ def test_trainkit_visdom_serves_the_page_offline_on_loopback(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+    with pytest.raises(OSError):  # SIGTERM stopped the server itself: `trainkit visdom` leaves nothing running
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)

@@ -215,8 +215,6 @@ def cmd_inspect_shapes(args: argparse.Namespace) -> int:
 
 
 def cmd_visdom(args: argparse.Namespace) -> int:
-    import subprocess
-
     from trainkit import visdom_assets
 
     if visdom_assets.missing(visdom_assets.static_dir()):
@@ -232,10 +230,8 @@ def cmd_visdom(args: argparse.Namespace) -> int:
     if args.env_path:
         cmd += ["-env_path", args.env_path]
     print(f"visdom on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
-    try:
-        return subprocess.call(cmd)
-    except KeyboardInterrupt:
-        return 130
+    os.execv(sys.executable, cmd)  # become the server: signals reach it, and nothing is left behind
+    return 1  # not reached
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
