@@ -21,6 +21,7 @@ import yaml
 from trainkit import specs
 from trainkit.errors import ConfigError
 from trainkit.specs import Call, describe, key_error, printable, suggest
+from trainkit.yamlio import parse_yaml
 
 # --------------------------------------------------------------------------- schema
 
@@ -443,82 +444,6 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     return obj
-
-
-# --------------------------------------------------------------------------- YAML
-
-MAX_NODES = 100_000
-MAX_DEPTH = 64
-
-
-def _guard(node: yaml.Node, where: str) -> None:
-    """Refuse alias bombs and absurd nesting before constructing anything."""
-    sizes: dict[int, int] = {}
-
-    def size(n: yaml.Node, depth: int) -> int:
-        if depth > MAX_DEPTH:
-            raise ConfigError(f"{where}: nesting deeper than {MAX_DEPTH} levels; flatten the config")
-        if id(n) in sizes:
-            return sizes[id(n)]
-        total = 1
-        if isinstance(n, yaml.SequenceNode):
-            total += sum(size(c, depth + 1) for c in n.value)
-        elif isinstance(n, yaml.MappingNode):
-            total += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in n.value)
-        if total > MAX_NODES:
-            raise ConfigError(
-                f"{where}: the document expands to more than {MAX_NODES} values (an alias bomb?); "
-                "write it without nested aliases"
-            )
-        sizes[id(n)] = total
-        return total
-
-    size(node, 0)
-
-
-def _lines(node: yaml.Node, path: str, out: dict[str, int]) -> None:
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            sub = _join(path, str(k.value))
-            out.setdefault(sub, k.start_mark.line + 1)
-            _lines(v, sub, out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            sub = f"{path}[{i}]"
-            out.setdefault(sub, item.start_mark.line + 1)
-            _lines(item, sub, out)
-
-
-def parse_yaml(text: str, where: str, lines: dict[str, int] | None = None) -> Any:
-    """`yaml.safe_load` with the file's name, line and column on every error."""
-    loader = None
-    try:
-        loader = yaml.SafeLoader(text)
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        _guard(node, where)
-        if lines is not None:
-            _lines(node, "", lines)
-        return loader.construct_document(node)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or exc.context or "invalid YAML"
-        if "could not determine a constructor" in problem:
-            problem = f"unsupported tag {exc.problem.split('tag ')[-1].strip()}: trainkit reads plain YAML only"
-        loc = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
-        raise ConfigError(f"{loc}: YAML syntax error: {problem}") from None
-    except yaml.reader.ReaderError as exc:
-        raise ConfigError(
-            f"{where}: YAML error: character {exc.character!r} at position {exc.position} is not allowed"
-        ) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: YAML error: {' '.join(str(exc).split())}") from None
-    except RecursionError:
-        raise ConfigError(f"{where}: nesting too deep to read; flatten the config") from None
-    finally:
-        if loader is not None:
-            loader.dispose()
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
