@@ -13,7 +13,7 @@ from conftest import make_image_folder, tiny_config
 from PIL import Image
 from torchvision.transforms import v2
 
-from trainkit import config, data, engine
+from trainkit import config, data, devices, engine
 from trainkit.augment import BatchAugment, flip, random_crop
 from trainkit.cache import cache_dataset
 from trainkit.errors import DataError
@@ -152,5 +152,5 @@ def test_channels_last_auto_means_convolutional_models():
     mlp = config.from_dict(
         {"data": {"train": "a", "val": "b"}, "model": {"sequential": ["Flatten", {"Linear": [4, 2]}]}}
     )
-    assert engine.channels_last(conv, torch.nn.Conv2d(3, 4, 3)) is True
-    assert engine.channels_last(mlp, torch.nn.Linear(4, 2)) is False
+    assert devices.channels_last(conv, torch.nn.Conv2d(3, 4, 3)) is True
+    assert devices.channels_last(mlp, torch.nn.Linear(4, 2)) is False

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import make_image_folder, tiny_config
 
-from trainkit import config, engine, optim
+from trainkit import config, devices, engine, optim
 from trainkit.errors import DeviceError, TrainingError
 
 
@@ -23,11 +23,11 @@ def flat_params(model: torch.nn.Module) -> torch.Tensor:
 
 
 def test_device_selection():
-    assert engine.select_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert engine.select_device("cpu").type == "cpu"
+    assert devices.select_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert devices.select_device("cpu").type == "cpu"
     if not torch.cuda.is_available():
         with pytest.raises(DeviceError, match="device: cuda:3 does not exist; this machine has no usable CUDA device"):
-            engine.select_device("cuda:3")
+            devices.select_device("cuda:3")
 
 
 def test_no_weight_decay_on_biases_and_norm_weights_by_default(tmp_path, tiny_data):

@@ -28,7 +28,8 @@ EXAMPLES = {
   torchrun --nproc_per_node 4 -m trainkit train --config configs/cifar10.yaml""",
     "eval": """examples:
   trainkit eval --ckpt runs/digits/best.pt
-  trainkit eval --ckpt runs/cifar10-cnn/best.pt --data data/cifar10/test --out eval-test.json""",
+  trainkit eval --ckpt runs/cifar10-cnn/best.pt --data data/cifar10/test --out eval-test.json
+  trainkit eval --ckpt runs/cifar10-fast/best.pt --tta flip   # average over each image and its mirror""",
     "inspect-shapes": """examples:
   trainkit inspect-shapes --config configs/cifar10.yaml
   trainkit inspect-shapes --config configs/cifar10.yaml --input-size 3 32 32
@@ -98,6 +99,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="DIR", help="val folder (imagefolder) or data root (cifar) to evaluate on")
     add_set(p, "override a key of the checkpoint's config (repeatable)")
     p.add_argument("--out", metavar="FILE", help="where to write eval.json (default: beside the checkpoint)")
+    p.add_argument(
+        "--tta",
+        choices=("off", "flip", "flip_translate"),
+        help="test-time augmentation (default: the config's eval.tta); the same as --set eval.tta=...",
+    )
     p.set_defaults(func=cmd_eval)
 
     p = add("inspect-shapes", "show each layer's input and output shape, or where the model breaks")
@@ -176,10 +182,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from trainkit import engine
+    from trainkit import evaluation
     from trainkit.loggers import format_eval
 
-    result = engine.eval_checkpoint(args.ckpt, args.data, tuple(args.overrides))
+    overrides = tuple(args.overrides) + ((f"eval.tta={args.tta}",) if args.tta else ())
+    result = evaluation.eval_checkpoint(args.ckpt, args.data, overrides)
     print(format_eval(result))
     out = Path(args.out) if args.out else Path(args.ckpt).with_name("eval.json")
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -268,6 +268,11 @@ class TrainConfig:
 
 
 @dataclass
+class EvalConfig:
+    tta: Literal["off", "flip", "flip_translate"] = "off"  # test-time augmentation, in training's evaluations too
+
+
+@dataclass
 class VisdomConfig:
     enabled: bool = True
     server: str = "http://localhost"
@@ -293,6 +298,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     scheduler: SchedulerConfig | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def _check(self, path: str) -> None:

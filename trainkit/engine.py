@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 import trainkit
-from trainkit import checkpoint, config, data, distributed, metrics, models, optim, shapes
-from trainkit.errors import ConfigError, DeviceError, RunDirError, TrainingError
+from trainkit import checkpoint, config, data, devices, distributed, evaluation, metrics, models, optim, shapes
+from trainkit.errors import ConfigError, RunDirError, TrainingError
 from trainkit.loggers import Console, Jsonl, Loggers, truncate_jsonl
 from trainkit.metrics import EpochMeters
 
@@ -26,23 +26,6 @@ RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "samples.png"
 
 
 # --------------------------------------------------------------------------- setup helpers
-
-
-def select_device(spec: str) -> torch.device:
-    """`auto` is CUDA, else MPS, else CPU; an explicit device must exist."""
-    mps = getattr(torch.backends, "mps", None)
-    mps_ok = bool(mps and mps.is_available())
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_ok else "cpu")
-    if spec.startswith("cuda"):
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        index = int(spec.split(":")[1]) if ":" in spec else 0
-        if index >= count:
-            have = f"{count} CUDA device(s)" if count else "no usable CUDA device"
-            raise DeviceError(f"device: {spec} does not exist; this machine has {have}; use device: auto or cpu")
-    if spec == "mps" and not mps_ok:
-        raise DeviceError("device: mps is not available on this machine; use device: auto or cpu")
-    return torch.device(spec)
 
 
 def seed_everything(seed: int) -> None:
@@ -123,26 +106,6 @@ class Run:
     dist: distributed.Dist = field(default_factory=distributed.Dist)
 
 
-def _autocast(run: Run) -> Any:
-    amp = run.cfg.train.amp
-    if amp == "off":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(run.device.type, dtype=dtype)
-
-
-def channels_last(cfg: Any, model: nn.Module) -> bool:
-    """`train.channels_last`, where `auto` means: yes for convolutional models (faster on CPU and GPU)."""
-    if cfg.train.channels_last == "auto":
-        return any(isinstance(m, nn.Conv2d) for m in model.modules())
-    return bool(cfg.train.channels_last)
-
-
-def _to_device(run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    fmt = torch.channels_last if run.channels_last and x.dim() == 4 else torch.contiguous_format
-    return x.to(run.device, non_blocking=True, memory_format=fmt), y.to(run.device, non_blocking=True)
-
-
 def train_one_epoch(run: Run, epoch: int, start: int = 0, meters: EpochMeters | None = None) -> EpochMeters:
     """Train over epoch `epoch` from batch `start`; returns its meters.
 
@@ -158,8 +121,8 @@ def train_one_epoch(run: Run, epoch: int, start: int = 0, meters: EpochMeters | 
     fp16 = run.scaler.is_enabled()
     s.batch = start
     for i, (x, y) in enumerate(run.data.batches(run.data.train_loader, epoch, skip=start), start=start):
-        x, y = _to_device(run, x, y)
-        with _autocast(run):
+        x, y = devices.to_device(x, y, run.device, run.channels_last)
+        with devices.autocast(run.device, cfg.amp):
             logits = run.net(x)
             loss = run.loss_fn(logits, y)
         if cfg.on_nan == "skip" and not torch.isfinite(loss):  # opt-in: one host sync per step
@@ -204,36 +167,6 @@ def train_one_epoch(run: Run, epoch: int, start: int = 0, meters: EpochMeters | 
             s.stop_signal = decided
             break
     return meters
-
-
-@torch.inference_mode()
-def evaluate(
-    net: nn.Module,
-    loader: Any,
-    batches: Any,
-    loss_fn: nn.Module,
-    device: torch.device,
-    num_classes: int,
-    channels_last: bool = False,
-    autocast: Any = None,
-) -> EpochMeters:
-    """Meters (loss, top-1/top-5, confusion matrix) over `batches`, an iterable of (x, y)."""
-    was_training = net.training
-    net.eval()
-    meters = EpochMeters(num_classes, flush_every=max(len(loader), 1))
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    try:
-        for x, y in batches:
-            x = x.to(device, non_blocking=True, memory_format=fmt if x.dim() == 4 else torch.contiguous_format)
-            y = y.to(device, non_blocking=True)
-            with autocast or contextlib.nullcontext():
-                logits = net(x)
-                loss = loss_fn(logits, y)
-            meters.add(loss, logits, y)
-        meters.flush()
-        return meters
-    finally:
-        net.train(was_training)
 
 
 def summarize(meters: EpochMeters, run: Run, confusion: bool = False) -> tuple[dict[str, Any], np.ndarray | None]:
@@ -321,7 +254,7 @@ def _stop_on_signals(state: State):
 def setup(cfg: Any, resume: str | None = None, overwrite: bool = False, console: Console | None = None) -> Run:
     """Build everything and check it before the run directory is touched (on every rank under DDP)."""
     rank = distributed.from_env()
-    device = select_device(distributed.device_of(cfg.device, rank))
+    device = devices.select_device(distributed.device_of(cfg.device, rank))
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
@@ -338,7 +271,7 @@ def setup(cfg: Any, resume: str | None = None, overwrite: bool = False, console:
         raise ConfigError(f"--resume {resume}: the checkpoint's classes {ckpt.get('classes')} differ from the data's")
     run_dir = Path(cfg.run_dir)
     model.to(device)
-    use_channels_last = channels_last(cfg, model)
+    use_channels_last = devices.channels_last(cfg, model)
     if use_channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = optim.build_optimizer(model, cfg.optim)
@@ -477,17 +410,11 @@ def _epoch_record(run: Run, epoch: int, train_m: dict[str, Any]) -> dict[str, An
     record |= {f"train_{k}": v for k, v in train_m.items() if k in ("loss", "acc", "acc5")}
     record |= {"images_per_s": train_m.get("images_per_s", 0.0), "time": train_m["time"]}
     if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-        loader = run.data.val_loader
         eval_net = run.model if run.dist.enabled else run.net  # no DDP collectives: ranks may hold unequal shares
-        val_meters = evaluate(
-            eval_net,
-            loader,
-            run.data.batches(loader, epoch),
-            run.loss_fn,
-            run.device,
-            len(run.data.classes),
-            run.channels_last,
-            _autocast(run),
+        batches = run.data.batches(run.data.val_loader, epoch)
+        n = len(run.data.classes)
+        val_meters = evaluation.evaluate(
+            eval_net, batches, run.loss_fn, run.device, n, run.channels_last, run.cfg.train.amp, run.cfg.eval.tta
         )
         val_m, conf = summarize(val_meters, run, confusion=True)
         record |= {f"val_{k}": v for k, v in val_m.items() if k in ("loss", "acc", "acc5")}
@@ -521,51 +448,3 @@ def _early_stop(es: Any, s: State, record: dict[str, Any]) -> bool:
         return False
     s.es_bad_epochs += 1
     return s.es_bad_epochs >= es.patience
-
-
-# --------------------------------------------------------------------------- eval
-
-
-def eval_checkpoint(path: str, data_dir: str | None = None, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Rebuild model and val data from a checkpoint alone and evaluate them."""
-    ckpt = checkpoint.load_checkpoint(path)
-    raw = ckpt["config"]
-    if data_dir is not None:
-        key = "val" if raw.get("data", {}).get("dataset", "imagefolder") == "imagefolder" else "root"
-        raw.setdefault("data", {})[key] = data_dir
-    raw = config.apply_overrides(raw, overrides, {})
-    ckpt["config"] = raw
-    cfg, model = checkpoint.rebuild(ckpt, path)
-    device = select_device(cfg.device)
-    classes = list(ckpt["classes"])
-    d = data.build_data(cfg.data, cfg.seed, device, classes=classes, train=False)
-    loss_fn = optim.build_loss(cfg.train.loss, classes).to(device)
-    model.to(device)
-    fmt = channels_last(cfg, model)  # the memory format training evaluated in: the same numbers, exactly
-    if fmt:
-        model.to(memory_format=torch.channels_last)
-    meters = evaluate(model, d.val_loader, d.batches(d.val_loader, 0), loss_fn, device, len(classes), fmt)
-    result, conf = meters.summary(), meters.confusion_matrix()
-    if d.skipped:
-        result["bad_images"] = d.skipped
-    pc = metrics.per_class(conf)
-    return {
-        "checkpoint": str(path),
-        "epoch": ckpt["epoch"],
-        "val_loss": result["loss"],
-        "val_acc": result["acc"],
-        **({"val_acc5": result["acc5"]} if "acc5" in result else {}),
-        "samples": result["samples"],
-        "classes": classes,
-        "per_class": {
-            c: {
-                "accuracy": pc["recall"][i],
-                "precision": pc["precision"][i],
-                "recall": pc["recall"][i],
-                "support": pc["support"][i],
-            }
-            for i, c in enumerate(classes)
-        },
-        "confusion": conf.tolist(),
-        "most_confused": [{"true": t, "predicted": p, "count": n} for t, p, n in metrics.most_confused(conf, classes)],
-    }

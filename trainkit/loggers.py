@@ -152,7 +152,11 @@ class Loggers(list):
 def format_eval(result: dict[str, Any]) -> str:
     """The eval report: summary, per-class table, confusion matrix with class names, top confusions."""
     classes = result["classes"]
-    lines = [f"checkpoint {result['checkpoint']} (epoch {result['epoch']}), {result['samples']} images"]
+    tta = result.get("tta", "off")
+    lines = [
+        f"checkpoint {result['checkpoint']} (epoch {result['epoch']}), {result['samples']} images"
+        + (f", test-time augmentation: {tta}" if tta != "off" else "")
+    ]
     lines.append(
         f"loss {result['val_loss']:.4f}  top-1 {fmt_pct(result['val_acc'])}  top-5 {fmt_pct(result.get('val_acc5'))}"
     )
