@@ -168,7 +168,7 @@ def worker_trainkit(data: Path, steps: int, device):
     """(c) trainkit: the shipped config, through trainkit's own setup and training loop."""
     from trainkit import config, engine
     from trainkit.cache import cache_dataset
-    from trainkit.data import ImageFolder
+    from trainkit.images import ImageFolder
 
     run_dir = Path(tempfile.mkdtemp(prefix="trainkit-bench-run-"))
     cache_dir = Path(tempfile.mkdtemp(prefix="trainkit-bench-cache-"))

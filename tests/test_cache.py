@@ -13,7 +13,7 @@ from conftest import make_image_folder, tiny_config
 from PIL import Image
 from torchvision.transforms import v2
 
-from trainkit import config, data, devices, engine
+from trainkit import config, data, devices, engine, images
 from trainkit.augment import BatchAugment, flip, random_crop
 from trainkit.cache import cache_dataset
 from trainkit.errors import DataError
@@ -78,7 +78,7 @@ def folder(tmp_path: Path) -> Path:
 
 
 def test_memory_cache_holds_the_decoded_images(folder):
-    ds = data.ImageFolder(str(folder), None, "data.train")
+    ds = images.ImageFolder(str(folder), None, "data.train")
     cached = cache_dataset(ds, "memory", None, 2, "data.train")
     assert cached.images.shape == (9, 3, 8, 8) and cached.images.dtype == torch.uint8
     assert cached.targets.tolist() == [0] * 5 + [1] * 4
@@ -87,7 +87,7 @@ def test_memory_cache_holds_the_decoded_images(folder):
 
 
 def test_disk_cache_is_reused_and_never_stale(folder, tmp_path):
-    ds = data.ImageFolder(str(folder), None, "data.train")
+    ds = images.ImageFolder(str(folder), None, "data.train")
     first = cache_dataset(ds, "disk", str(tmp_path / "cache"), 2, "data.train")
     again = cache_dataset(ds, "disk", str(tmp_path / "cache"), 2, "data.train")
     assert (first.source, again.source) == ("disk", "disk hit")
@@ -97,7 +97,7 @@ def test_disk_cache_is_reused_and_never_stale(folder, tmp_path):
     st = victim.stat()
     os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
     changed = cache_dataset(
-        data.ImageFolder(str(folder), None, "data.train"), "disk", str(tmp_path / "cache"), 2, "data.train"
+        images.ImageFolder(str(folder), None, "data.train"), "disk", str(tmp_path / "cache"), 2, "data.train"
     )
     assert changed.source == "disk"  # a new key: rebuilt, not served stale
     assert changed.images[0].float().mean() < 5 and not torch.equal(changed.images[0], first.images[0])
@@ -107,10 +107,10 @@ def test_disk_cache_is_reused_and_never_stale(folder, tmp_path):
 def test_cache_refuses_mixed_sizes_and_names_bad_files(folder, tmp_path):
     Image.fromarray(np.zeros((9, 8, 3), dtype=np.uint8)).save(folder / "a" / "tall.png")
     with pytest.raises(DataError, match=r"data.train: data.cache needs images of one size, found 8x8 and 8x9"):
-        cache_dataset(data.ImageFolder(str(folder), None, "data.train"), "memory", None, 2, "data.train")
+        cache_dataset(images.ImageFolder(str(folder), None, "data.train"), "memory", None, 2, "data.train")
     (folder / "a" / "tall.png").unlink()
     (folder / "b" / "broken.jpg").write_bytes(b"not a jpeg")
-    cached = cache_dataset(data.ImageFolder(str(folder), None, "data.train"), "memory", None, 2, "data.train")
+    cached = cache_dataset(images.ImageFolder(str(folder), None, "data.train"), "memory", None, 2, "data.train")
     assert len(cached.targets) == 9 and len(cached.skipped) == 1 and "broken.jpg" in cached.skipped[0]
 
 

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from trainkit import config
+from trainkit import config, schema
 from trainkit.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_text(tmp_path: Path, text: str, overrides=()) -> config.Config:
+def load_text(tmp_path: Path, text: str, overrides=()) -> schema.Config:
     path = tmp_path / "cfg.yaml"
     path.write_text(text)
     return config.load_config(path, overrides)

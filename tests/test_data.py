@@ -11,17 +11,17 @@ import torch
 from conftest import make_image_folder
 from PIL import Image
 
-from trainkit import config, data
+from trainkit import config, data, schema
 from trainkit.errors import ConfigError, DataError
 
 
-def data_cfg(tmp_path: Path, text: str) -> config.DataConfig:
+def data_cfg(tmp_path: Path, text: str) -> schema.DataConfig:
     path = tmp_path / "cfg.yaml"
     path.write_text(text + "\nmodel: {sequential: [Flatten]}\n")
     return config.load_config(path).data
 
 
-def folder_cfg(tmp_path: Path, root: Path, extra: str = "") -> config.DataConfig:
+def folder_cfg(tmp_path: Path, root: Path, extra: str = "") -> schema.DataConfig:
     return data_cfg(
         tmp_path, f"data: {{train: {root / 'train'}, val: {root / 'val'}, num_workers: 0, batch_size: 4{extra}}}"
     )

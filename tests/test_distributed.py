@@ -16,8 +16,8 @@ import torch
 from conftest import ROOT, make_image_folder, run_cli, tiny_config, write_yaml
 from torch.utils.data import WeightedRandomSampler
 
-from trainkit import checkpoint, config
-from trainkit.data import EpochSampler, expected_mix, sample_class_weights
+from trainkit import checkpoint, schema
+from trainkit.samplers import EpochSampler, expected_mix, sample_class_weights
 
 pytestmark = pytest.mark.slow
 
@@ -91,7 +91,7 @@ def test_a_ddp_checkpoint_loads_in_single_process_eval_and_inspect_shapes(ddp_wo
 
 def test_the_distributed_weighted_sampler_draws_the_single_process_mix():
     targets = [0] * 300 + [1] * 100 + [2] * 50
-    cfg = config.SamplerConfig(type="weighted", class_weights="balanced", num_samples=4000)
+    cfg = schema.SamplerConfig(type="weighted", class_weights="balanced", num_samples=4000)
     classes = ["a", "b", "c"]
     weights = torch.tensor([sample_class_weights(cfg, targets, classes)[t] for t in targets], dtype=torch.double)
 
@@ -168,3 +168,20 @@ def test_sigterm_stops_every_rank_with_one_checkpoint(tmp_path, target):
     resumed = run_cli("train", "--config", str(cfg), "--resume", "--nproc", "2", "--set", f"train.epochs={until}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert [r["epoch"] for r in records(tmp_path / "run")] == list(range(1, until + 1))
+
+
+def test_a_batch_of_only_unreadable_files_on_one_rank_keeps_the_ranks_in_step(tmp_path):
+    """on_bad_image: skip under DDP: the rank with nothing to train on still takes the step (zero gradients)."""
+    data = tmp_path / "data"
+    make_image_folder(data / "train", {"cat": 4, "dog": 4}, seed=1)
+    make_image_folder(data / "val", {"cat": 2, "dog": 2}, seed=2)
+    (data / "train" / "cat" / "000.png").write_bytes(b"not an image")  # position 0 of a sequential order: rank 0
+    sets = {"batch_size": 1, "sampler": "sequential", "on_bad_image": "skip"}
+    cfg = write_yaml(tmp_path / "c.yaml", tiny_config(data, tmp_path / "run", data=sets, train={"epochs": 2}))
+    proc = run_cli("train", "--config", str(cfg), "--nproc", "2", timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]  # before the fix: a collective mismatch aborted rank 0
+    recs = records(tmp_path / "run")
+    assert [r["step"] for r in recs] == [4, 8]  # 4 steps per epoch on both ranks: 8 positions / 2 ranks / batch 1
+    assert all(r["bad_images"] == 1 for r in recs)  # counted once, over both ranks
+    assert all(np.isfinite(r["train_loss"]) for r in recs)  # rank 0's empty step added no NaN
+    assert "loss nan" not in proc.stdout

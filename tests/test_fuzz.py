@@ -10,7 +10,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trainkit import config
+from trainkit import config, schema
 from trainkit.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +41,7 @@ def outcome(load) -> str:
     except ConfigError as exc:
         assert str(exc) and "\n" not in str(exc), repr(str(exc))
         return "error"
-    assert isinstance(cfg, config.Config)
+    assert isinstance(cfg, schema.Config)
     return "config"
 
 

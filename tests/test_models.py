@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from trainkit import config, models, optim
+from trainkit import config, models, optim, schema
 from trainkit.errors import CheckpointError, ConfigError
 
 
-def model_cfg(tmp_path: Path, text: str) -> config.ModelConfig:
+def model_cfg(tmp_path: Path, text: str) -> schema.ModelConfig:
     path = tmp_path / "cfg.yaml"
     path.write_text("data: {train: a, val: b}\n" + text)
     return config.load_config(path).model
@@ -172,7 +172,7 @@ def test_freeze_excludes_parameters_from_grads_and_optimizer(tmp_path):
     cfg = model_cfg(tmp_path, FREEZE)
     m = models.build_model(cfg, seed=0)
     assert [n for n, p in m.named_parameters() if not p.requires_grad] == ["body.0.weight", "body.0.bias"]
-    opt = optim.build_optimizer(m, config.OptimConfig(type="SGD", lr=0.1))
+    opt = optim.build_optimizer(m, schema.OptimConfig(type="SGD", lr=0.1))
     in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
     assert in_opt == {id(m.head.weight), id(m.head.bias)}
     m(torch.randn(3, 4)).sum().backward()

@@ -50,7 +50,7 @@ def _key(samples: list[tuple[str, int]]) -> str:
 
 
 def _decode(samples: list[tuple[str, int]], workers: int, key: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    from trainkit.data import load_rgb
+    from trainkit.images import load_rgb
 
     def one(item: tuple[str, int]) -> np.ndarray | str:
         try:

@@ -1,12 +1,8 @@
-"""Datasets by name, transforms from specs, samplers and loaders.
+"""The data side of a run: transforms from specs, loaders, the cached path, and `build_data`.
 
 Transforms use torchvision.transforms.v2; `ToTensor` is v2's recommended
-equivalent of v1's (ToImage + ToDtype(float32, scale=True)).
-
-A file that cannot be decoded never raises inside a worker: the dataset
-returns a `BadSample` marker and the collate function moves it to a side list,
-so the main process can name the file (`on_bad_image: error`) or count it
-(`on_bad_image: skip`) across all workers.
+equivalent of v1's (ToImage + ToDtype(float32, scale=True)). Datasets live in
+`images`, samplers in `samplers`.
 """
 
 from __future__ import annotations
@@ -20,129 +16,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
-from torch.utils.data import (
-    DataLoader,
-    Dataset,
-    RandomSampler,
-    Sampler,
-    SequentialSampler,
-    WeightedRandomSampler,
-    default_collate,
-)
-from torchvision import datasets
+from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision.transforms import v2
 
 from trainkit import specs
 from trainkit.errors import ConfigError, DataError
-
-IMG_EXTENSIONS = datasets.folder.IMG_EXTENSIONS
-
-
-# --------------------------------------------------------------------------- images
-
-
-@dataclass
-class BadSample:
-    path: str
-    reason: str
-
-
-def load_rgb(path: str) -> Image.Image:
-    """Decode any PIL-readable image to RGB (grayscale, palette, RGBA, CMYK included)."""
-    with open(path, "rb") as f:
-        img = Image.open(f)
-        if img.mode == "P" and "transparency" in img.info:
-            img = img.convert("RGBA")  # palette transparency must go through RGBA
-        return img.convert("RGB")
-
-
-class ImageFolder(datasets.ImageFolder):
-    """torchvision's ImageFolder that ignores hidden folders and files and reports bad images."""
-
-    def __init__(self, root: str, transform: Any, key: str) -> None:
-        if not os.path.isdir(root):
-            raise DataError(
-                f"{key}: folder {root} does not exist; point {key} at a folder with one sub-folder per class"
-            )
-        self.key = key
-        super().__init__(root, transform=transform, is_valid_file=_is_image_file, allow_empty=True)
-        counts = np.bincount(np.asarray(self.targets, dtype=np.int64), minlength=len(self.classes))
-        empty = [os.path.join(root, c) for c, n in zip(self.classes, counts) if n == 0]
-        if empty:
-            raise DataError(
-                f"{key}: class folder {empty[0]} has no image files ({', '.join(IMG_EXTENSIONS[:4])}, ...); "
-                "add images or remove the folder"
-            )
-
-    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
-        classes = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
-        if not classes:
-            raise DataError(
-                f"{self.key}: no class folders in {directory}; put each class's images in its own sub-folder"
-            )
-        return classes, {c: i for i, c in enumerate(classes)}
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        path, target = self.samples[index]
-        try:
-            img = load_rgb(path)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            return BadSample(path, str(exc) or type(exc).__name__), target
-        return (self.transform(img) if self.transform else img), target
-
-
-def _is_image_file(path: str) -> bool:
-    return not os.path.basename(path).startswith(".") and path.lower().endswith(IMG_EXTENSIONS)
-
-
-def _no_md5(base: type) -> type:
-    """torchvision's CIFAR class with existence checks instead of md5 checks.
-
-    The loading code is torchvision's own; skipping md5 avoids re-hashing
-    170 MB at each start and accepts re-packed archives in the same format.
-    """
-    return type(
-        base.__name__,
-        (base,),
-        {
-            "train_list": [[name, None] for name, _ in base.train_list],
-            "test_list": [[name, None] for name, _ in base.test_list],
-            "meta": {**base.meta, "md5": None},
-            "__module__": __name__,
-        },
-    )
-
-
-CIFAR10 = _no_md5(datasets.CIFAR10)
-CIFAR100 = _no_md5(datasets.CIFAR100)
-_CIFAR = {
-    "cifar10": (CIFAR10, "cifar-10-batches-py", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"),
-    "cifar100": (CIFAR100, "cifar-100-python", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"),
-}
-
-
-def open_dataset(cfg: Any, split: str, transform: Any, classes: list[str] | None = None) -> Dataset:
-    """The `split` ('train' or 'val') dataset; `classes` (from train or a checkpoint) must match."""
-    if cfg.dataset == "imagefolder":
-        key = f"data.{split}"
-        ds = ImageFolder(getattr(cfg, split), transform, key)
-    else:
-        cls, folder, url = _CIFAR[cfg.dataset]
-        try:
-            ds = cls(cfg.root, train=split == "train", transform=transform, download=cfg.download)
-        except RuntimeError:
-            raise DataError(
-                f"data.root: no {cfg.dataset} files in {os.path.join(cfg.root, folder)}; "
-                f"extract {url} into {cfg.root}, or set data.download: true"
-            ) from None
-    if classes is not None and list(ds.classes) != list(classes):
-        missing = [c for c in classes if c not in ds.classes]
-        extra = [c for c in ds.classes if c not in classes]
-        detail = f"missing {missing}, extra {extra}" if missing or extra else "same names in another order"
-        raise DataError(f"data.{split}: its classes differ from the training classes: {detail}")
-    return ds
-
+from trainkit.images import BadSample, open_dataset
+from trainkit.samplers import EpochSampler, SeededSamples, build_sampler, epoch_seed, expected_mix
 
 # --------------------------------------------------------------------------- transforms
 
@@ -185,120 +65,6 @@ def unnormalize(images: torch.Tensor, calls: list[specs.Call]) -> torch.Tensor:
     return images * std + mean
 
 
-# --------------------------------------------------------------------------- samplers
-
-
-def class_weights(cfg: Any, classes: list[str]) -> list[float]:
-    """Per-class weights of a weighted sampler: balanced, or by name (unnamed classes: 1.0)."""
-    if cfg.class_weights == "balanced":
-        return [1.0] * len(classes)  # scaled by 1/count in sample_weights
-    for name in cfg.class_weights:
-        if name not in classes:
-            raise ConfigError(
-                f"data.sampler.class_weights.{name}: no class named {name!r}{specs.suggest(name, classes)} "
-                f"(classes: {', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''})"
-            )
-    return [float(cfg.class_weights.get(c, 1.0)) for c in classes]
-
-
-def expected_mix(cfg: Any, targets: list[int], classes: list[str]) -> list[float]:
-    """The fraction of draws each class is expected to get from the sampler."""
-    counts = np.bincount(np.asarray(targets, dtype=np.int64), minlength=len(classes)).astype(float)
-    if cfg.type != "weighted":
-        return list(counts / counts.sum())
-    mass = counts * np.asarray(sample_class_weights(cfg, targets, classes))
-    if mass.sum() <= 0:
-        raise ConfigError("data.sampler.class_weights: every weight is 0; give at least one class a weight > 0")
-    return list(mass / mass.sum())
-
-
-def sample_class_weights(cfg: Any, targets: list[int], classes: list[str]) -> list[float]:
-    weights = class_weights(cfg, classes)
-    if cfg.class_weights == "balanced":
-        counts = np.bincount(np.asarray(targets, dtype=np.int64), minlength=len(classes))
-        weights = [1.0 / n if n else 0.0 for n in counts]
-    return weights
-
-
-def build_sampler(cfg: Any, targets: list[int], classes: list[str], generator: torch.Generator) -> Any:
-    n = len(targets)
-    if cfg.type == "sequential":
-        return SequentialSampler(range(n))
-    if cfg.type == "random":
-        return RandomSampler(range(n), generator=generator)
-    per_class = sample_class_weights(cfg, targets, classes)
-    expected_mix(cfg, targets, classes)  # refuses all-zero weights
-    num = cfg.num_samples or n
-    if not cfg.replacement and num > n:
-        raise ConfigError(f"data.sampler.num_samples: {num} draws without replacement exceed the {n} samples")
-    weights = torch.tensor([per_class[t] for t in targets], dtype=torch.double)
-    return WeightedRandomSampler(weights, num, replacement=cfg.replacement, generator=generator)
-
-
-class EpochSampler(Sampler):
-    """One epoch's training order as (index, augmentation seed) pairs: a pure function of (seed, epoch).
-
-    `base` is the configured torch sampler, drawing from the generator `gen`, which is reseeded at the start
-    of every epoch. Each position also gets its own augmentation seed, so a sample's augmentation depends
-    neither on which worker loads it nor on what ran before, and an epoch can resume at any batch (`skip`).
-
-    Under DDP the one global order is sharded as torch's DistributedSampler does: padded to a multiple of
-    the world size, rank r takes positions r, r + W, r + 2W, ... So W processes with batch B see, step by
-    step, the same global batches as one process with batch W * B, augmented the same way.
-    """
-
-    def __init__(self, base: Sampler, gen: torch.Generator, seed: int, rank: int = 0, world: int = 1) -> None:
-        self.base, self.gen, self.seed = base, gen, seed
-        self.rank, self.world = rank, world
-        self.epoch = self.skip = 0
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.epoch, self.skip = epoch, skip
-
-    @property
-    def total(self) -> int:
-        """Positions this rank gets in a whole epoch."""
-        return -(-len(self.base) // self.world)
-
-    def __len__(self) -> int:
-        return self.total - self.skip
-
-    def global_order(self) -> tuple[list[int], list[int]]:
-        self.gen.manual_seed(epoch_seed(self.seed, self.epoch))
-        order = [int(i) for i in self.base]
-        seeds = torch.randint(0, 2**62, (len(order),), generator=self.gen).tolist()
-        pad = self.total * self.world - len(order)
-        return order + order[:pad], seeds + seeds[:pad]
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        order, seeds = self.global_order()
-        for pos in range(self.rank + self.skip * self.world, len(order), self.world):
-            yield order[pos], seeds[pos]
-
-
-class SeededSamples(Dataset):
-    """A dataset whose item `(index, seed)` is transformed under its own seed, leaving the caller's RNG as it was."""
-
-    def __init__(self, ds: Dataset) -> None:
-        self.ds = ds
-
-    def __len__(self) -> int:
-        return len(self.ds)
-
-    def __getattr__(self, name: str) -> Any:  # classes, targets, samples, ...
-        if name == "ds":
-            raise AttributeError(name)
-        return getattr(self.ds, name)
-
-    def __getitem__(self, key: Any) -> Any:
-        if not isinstance(key, tuple):
-            return self.ds[key]
-        index, seed = key
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self.ds[index]
-
-
 # --------------------------------------------------------------------------- loaders
 
 
@@ -318,11 +84,6 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """One seed per (seed, epoch), so an epoch's order does not depend on what ran before it."""
-    return (seed * 1_000_003 + epoch * 7_919) % 2**63
-
-
 @dataclass
 class Data:
     """Everything the engine needs from the data side."""
@@ -338,6 +99,8 @@ class Data:
     mix: list[float] = field(default_factory=list)
     skipped: int = 0
     notes: list[str] = field(default_factory=list)  # said once at start (cache, per-sample fallbacks)
+    lockstep: bool = False  # under DDP every rank must take every training step, even one with no good image
+    sample_shape: tuple[int, ...] = ()  # one training sample's shape, for the empty batch of such a step
 
     @property
     def steps_per_epoch(self) -> int:
@@ -360,6 +123,8 @@ class Data:
                 self.skipped += len(bad)
             if images is not None:
                 yield images, labels
+            elif self.lockstep and loader is self.train_loader:  # an empty batch: this rank still steps
+                yield torch.empty((0, *self.sample_shape)), torch.empty(0, dtype=torch.long)
 
     def mix_line(self) -> str:
         parts = [f"{c} {p:.1%}" for c, p in zip(self.classes, self.mix)]
@@ -491,7 +256,9 @@ def build_data(
     else:
         val_order = range(rank, len(val_set), world)  # every val image on exactly one rank, none padded
         val_loader = _loader(cfg, val_set, cfg.val_batch_size or cfg.batch_size, val_order, device, None, False)
-    return Data(cfg, seed, classes, train_set, val_set, train_loader, val_loader, tcalls, mix, notes=notes)
+    return Data(
+        cfg, seed, classes, train_set, val_set, train_loader, val_loader, tcalls, mix, notes=notes, lockstep=world > 1
+    )
 
 
 def first_sample_shape(ds: Dataset, key: str) -> tuple[int, ...]:

@@ -52,6 +52,10 @@ def init(d: Dist, device: torch.device) -> None:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
 
+def barrier() -> None:
+    dist.barrier()
+
+
 def close() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
@@ -88,6 +92,13 @@ def agreed_signal(local: int | None, device: torch.device) -> int | None:
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     value = int(t.item())
     return value or None
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when `flag` is true on any rank."""
+    t = _tensor([float(flag)], device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def write_status(code: int) -> None:

@@ -124,8 +124,9 @@ def train_one_epoch(run: Run, epoch: int, start: int = 0, meters: EpochMeters | 
         x, y = devices.to_device(x, y, run.device, run.channels_last)
         with devices.autocast(run.device, cfg.amp):
             logits = run.net(x)
-            loss = run.loss_fn(logits, y)
-        if cfg.on_nan == "skip" and not torch.isfinite(loss):  # opt-in: one host sync per step
+            # an empty batch (DDP, on_bad_image: skip, no good image on this rank) adds zero gradients
+            loss = run.loss_fn(logits, y) if len(y) else logits.sum() * 0.0
+        if cfg.on_nan == "skip" and _any_rank(run, not torch.isfinite(loss)):  # opt-in: one host sync per step
             run.optimizer.zero_grad(set_to_none=True)
             s.nan_skipped += 1
             s.batch = i + 1
@@ -148,17 +149,20 @@ def train_one_epoch(run: Run, epoch: int, start: int = 0, meters: EpochMeters | 
             s.step += 1
             if per_step:
                 run.scheduler.step()
-        meters.add(loss, logits, y)
+        if len(y):
+            meters.add(loss, logits, y)
         s.batch = i + 1
         if s.batch % cfg.log_every == 0 or s.batch == steps:
             stats = meters.summary()
-            if cfg.on_nan == "stop" and not math.isfinite(stats["loss"]):
+            diverged = bool(stats["samples"]) and not math.isfinite(stats["loss"])
+            if cfg.on_nan == "stop" and _any_rank(run, diverged):
                 raise TrainingError(
                     f"loss became {stats['loss']} in epoch {epoch + 1} by step {s.batch}; the last good checkpoint "
                     f"({run.run_dir / 'last.pt'}, epoch {s.epoch}) is kept; lower optim.lr, set "
                     "train.grad_clip, or set train.on_nan: skip"
                 )
-            run.loggers.step(epoch + 1, s.batch, steps, stats | {"lr": optim.current_lr(run.optimizer)})
+            if stats["samples"]:  # none yet: every batch so far held only unreadable files
+                run.loggers.step(epoch + 1, s.batch, steps, stats | {"lr": optim.current_lr(run.optimizer)})
         decided = s.stop_requested
         if run.dist.enabled:  # every rank must stop at the same step: decide together, on the local requests
             check = run.device.type == "cpu" or s.batch % cfg.log_every == 0 or s.batch == steps
@@ -167,6 +171,11 @@ def train_one_epoch(run: Run, epoch: int, start: int = 0, meters: EpochMeters | 
             s.stop_signal = decided
             break
     return meters
+
+
+def _any_rank(run: Run, flag: bool) -> bool:
+    """`flag` of this process, or of any rank under DDP (so that every rank takes the same branch)."""
+    return distributed.any_rank(flag, run.device) if run.dist.enabled else flag
 
 
 def summarize(meters: EpochMeters, run: Run, confusion: bool = False) -> tuple[dict[str, Any], np.ndarray | None]:
@@ -263,7 +272,7 @@ def setup(cfg: Any, resume: str | None = None, overwrite: bool = False, console:
     d = data.build_data(cfg.data, cfg.seed, device, rank=rank.rank, world=rank.world)
     model = models.build_model(cfg.model, seed=cfg.seed)
     input_shape = data.first_sample_shape(d.val_set, "data.transforms.val")
-    data.first_sample_shape(d.train_set, "data.transforms.train")
+    d.sample_shape = data.first_sample_shape(d.train_set, "data.transforms.train")
     if cfg.train.check_shapes:
         check_shapes(model, input_shape)
     ckpt = checkpoint.load_checkpoint(resume) if resume else None
@@ -295,6 +304,8 @@ def setup(cfg: Any, resume: str | None = None, overwrite: bool = False, console:
     if ckpt is not None:
         _restore(run, ckpt)
     prepare_run_dir(run_dir, resume=ckpt is not None, overwrite=overwrite, create=rank.main)
+    if rank.enabled:  # every rank has checked the run dir before rank 0 writes to it (else a rank may find it taken)
+        distributed.barrier()
     run.overwrite = overwrite and ckpt is None
     if cfg.log.visdom.enabled and rank.main:
         from trainkit.plots import VisdomSink
@@ -420,8 +431,11 @@ def _epoch_record(run: Run, epoch: int, train_m: dict[str, Any]) -> dict[str, An
         record |= {f"val_{k}": v for k, v in val_m.items() if k in ("loss", "acc", "acc5")}
         if run.plots is not None:
             run.plots.confusion(conf, run.data.classes)
+    bad = run.data.skipped
+    if run.dist.enabled:  # each rank counts the files of its own shard
+        bad = int(distributed.all_sum([bad], run.device)[0])
     for key, count in (
-        ("bad_images", run.data.skipped),
+        ("bad_images", bad),
         ("nan_skipped_steps", s.nan_skipped),
         ("amp_skipped_steps", s.amp_skipped),
     ):

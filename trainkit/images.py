@@ -1,0 +1,124 @@
+"""Image datasets: ImageFolder that names bad files instead of raising, and CIFAR-10/100 without md5 checks.
+
+A file that cannot be decoded never raises inside a worker: the dataset
+returns a `BadSample` marker and `data.collate` moves it to a side list, so
+the main process can name the file (`on_bad_image: error`) or count it
+(`on_bad_image: skip`) across all workers.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import datasets
+
+from trainkit.errors import DataError
+
+IMG_EXTENSIONS = datasets.folder.IMG_EXTENSIONS
+
+
+@dataclass
+class BadSample:
+    path: str
+    reason: str
+
+
+def load_rgb(path: str) -> Image.Image:
+    """Decode any PIL-readable image to RGB (grayscale, palette, RGBA, CMYK included)."""
+    with open(path, "rb") as f:
+        img = Image.open(f)
+        if img.mode == "P" and "transparency" in img.info:
+            img = img.convert("RGBA")  # palette transparency must go through RGBA
+        return img.convert("RGB")
+
+
+class ImageFolder(datasets.ImageFolder):
+    """torchvision's ImageFolder that ignores hidden folders and files and reports bad images."""
+
+    def __init__(self, root: str, transform: Any, key: str) -> None:
+        if not os.path.isdir(root):
+            raise DataError(
+                f"{key}: folder {root} does not exist; point {key} at a folder with one sub-folder per class"
+            )
+        self.key = key
+        super().__init__(root, transform=transform, is_valid_file=_is_image_file, allow_empty=True)
+        counts = np.bincount(np.asarray(self.targets, dtype=np.int64), minlength=len(self.classes))
+        empty = [os.path.join(root, c) for c, n in zip(self.classes, counts) if n == 0]
+        if empty:
+            raise DataError(
+                f"{key}: class folder {empty[0]} has no image files ({', '.join(IMG_EXTENSIONS[:4])}, ...); "
+                "add images or remove the folder"
+            )
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        classes = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
+        if not classes:
+            raise DataError(
+                f"{self.key}: no class folders in {directory}; put each class's images in its own sub-folder"
+            )
+        return classes, {c: i for i, c in enumerate(classes)}
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        path, target = self.samples[index]
+        try:
+            img = load_rgb(path)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            return BadSample(path, str(exc) or type(exc).__name__), target
+        return (self.transform(img) if self.transform else img), target
+
+
+def _is_image_file(path: str) -> bool:
+    return not os.path.basename(path).startswith(".") and path.lower().endswith(IMG_EXTENSIONS)
+
+
+def _no_md5(base: type) -> type:
+    """torchvision's CIFAR class with existence checks instead of md5 checks.
+
+    The loading code is torchvision's own; skipping md5 avoids re-hashing
+    170 MB at each start and accepts re-packed archives in the same format.
+    """
+    return type(
+        base.__name__,
+        (base,),
+        {
+            "train_list": [[name, None] for name, _ in base.train_list],
+            "test_list": [[name, None] for name, _ in base.test_list],
+            "meta": {**base.meta, "md5": None},
+            "__module__": __name__,
+        },
+    )
+
+
+CIFAR10 = _no_md5(datasets.CIFAR10)
+CIFAR100 = _no_md5(datasets.CIFAR100)
+_CIFAR = {
+    "cifar10": (CIFAR10, "cifar-10-batches-py", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"),
+    "cifar100": (CIFAR100, "cifar-100-python", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"),
+}
+
+
+def open_dataset(cfg: Any, split: str, transform: Any, classes: list[str] | None = None) -> Dataset:
+    """The `split` ('train' or 'val') dataset; `classes` (from train or a checkpoint) must match."""
+    if cfg.dataset == "imagefolder":
+        key = f"data.{split}"
+        ds = ImageFolder(getattr(cfg, split), transform, key)
+    else:
+        cls, folder, url = _CIFAR[cfg.dataset]
+        try:
+            ds = cls(cfg.root, train=split == "train", transform=transform, download=cfg.download)
+        except RuntimeError:
+            raise DataError(
+                f"data.root: no {cfg.dataset} files in {os.path.join(cfg.root, folder)}; "
+                f"extract {url} into {cfg.root}, or set data.download: true"
+            ) from None
+    if classes is not None and list(ds.classes) != list(classes):
+        missing = [c for c in classes if c not in ds.classes]
+        extra = [c for c in ds.classes if c not in classes]
+        detail = f"missing {missing}, extra {extra}" if missing or extra else "same names in another order"
+        raise DataError(f"data.{split}: its classes differ from the training classes: {detail}")
+    return ds

@@ -1,0 +1,299 @@
+"""What a config holds: one dataclass per section, with its defaults and the checks that span its keys.
+
+`config` builds these from YAML and `--set` overrides; every later module receives them typed and
+checked, and never re-validates.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+from trainkit import specs
+from trainkit.specs import Call, key_error, suggest
+
+
+@dataclass
+class SamplerConfig:
+    type: Literal["random", "sequential", "weighted"] = "random"
+    class_weights: Union[Literal["balanced"], dict[str, float]] = "balanced"
+    num_samples: int | None = None
+    replacement: bool = True
+
+    @staticmethod
+    def _shorthand(raw: Any) -> Any:
+        return {"type": raw} if isinstance(raw, str) else raw
+
+    def _check(self, path: str) -> None:
+        if self.num_samples is not None and self.num_samples < 1:
+            raise key_error(f"{path}.num_samples", f"must be a positive integer, got {self.num_samples}")
+        if isinstance(self.class_weights, dict):
+            for name, w in self.class_weights.items():
+                if w < 0:
+                    raise key_error(f"{path}.class_weights.{name}", f"weight must be >= 0, got {w}")
+
+
+@dataclass
+class TransformsConfig:
+    train: list[Any] = field(default_factory=list)
+    val: list[Any] | None = None
+    train_calls: list[Call] = field(init=False, default_factory=list)
+    val_calls: list[Call] | None = field(init=False, default=None)
+
+    def _check(self, path: str) -> None:
+        names = specs.transforms()
+        self.train_calls = [
+            specs.parse_call(t, f"{path}.train[{i}]", names, "transform") for i, t in enumerate(self.train)
+        ]
+        if self.val is not None:
+            self.val_calls = [
+                specs.parse_call(t, f"{path}.val[{i}]", names, "transform") for i, t in enumerate(self.val)
+            ]
+
+
+@dataclass
+class DataConfig:
+    dataset: Literal["imagefolder", "cifar10", "cifar100"] = "imagefolder"
+    train: str | None = None
+    val: str | None = None
+    root: str | None = None
+    download: bool = False
+    batch_size: int = 128
+    val_batch_size: int | None = None
+    num_workers: int = 2
+    pin_memory: bool | None = None
+    persistent_workers: bool = False
+    drop_last: bool = False
+    prefetch_factor: int | None = None
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    transforms: TransformsConfig = field(default_factory=TransformsConfig)
+    on_bad_image: Literal["error", "skip"] = "error"
+    cache: Literal["none", "memory", "disk"] = "none"
+    cache_dir: str | None = None
+    subset: int | None = None
+
+    def _check(self, path: str) -> None:
+        for name in ("batch_size", "val_batch_size", "prefetch_factor", "subset"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise key_error(f"{path}.{name}", f"must be a positive integer, got {value}")
+        if self.num_workers < 0:
+            raise key_error(f"{path}.num_workers", f"must be >= 0, got {self.num_workers}")
+        if self.prefetch_factor is not None and self.num_workers == 0:
+            raise key_error(f"{path}.prefetch_factor", "needs num_workers > 0")
+        if self.dataset == "imagefolder":
+            for name in ("train", "val"):
+                if getattr(self, name) is None:
+                    raise key_error(
+                        f"{path}.{name}", "required for dataset imagefolder: a folder with one sub-folder per class"
+                    )
+        elif self.root is None:
+            raise key_error(
+                f"{path}.root", f"required for dataset {self.dataset}: the folder that holds the extracted archive"
+            )
+
+
+@dataclass
+class InitConfig:
+    """Per layer type: an initializer for `weight` and one for `bias`."""
+
+    weight: Any = None
+    bias: Any = None
+    calls: dict[str, Call] = field(init=False, default_factory=dict)
+
+    def _check(self, path: str) -> None:
+        names = specs.initializers()
+        for param in ("weight", "bias"):
+            raw = getattr(self, param)
+            if raw is not None:
+                self.calls[param] = specs.parse_call(raw, f"{path}.{param}", names, "initializer", skip=1)
+
+
+@dataclass
+class ModelConfig:
+    sequential: Union[list[Any], dict[str, Any], None] = None
+    moduledict: dict[str, Any] | None = None
+    forward: list[str] | None = None
+    torchvision: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+    weights: str | None = None
+    init: dict[str, InitConfig] = field(default_factory=dict)
+    freeze: list[str] = field(default_factory=list)
+    replace: dict[str, Any] = field(default_factory=dict)
+    net: Any = field(init=False, default=None)
+    replacements: dict[str, Any] = field(init=False, default_factory=dict)
+
+    def _check(self, path: str) -> None:
+        from trainkit import models
+
+        given = [k for k in ("sequential", "moduledict", "torchvision") if getattr(self, k) is not None]
+        if len(given) != 1:
+            what = "none" if not given else " and ".join(given)
+            raise key_error(path, f"give exactly one of sequential, moduledict or torchvision (got {what})")
+        if self.forward is not None and self.moduledict is None:
+            raise key_error(f"{path}.forward", "only applies to model.moduledict")
+        if self.sequential is not None:
+            self.net = models.parse_sequential(self.sequential, f"{path}.sequential")
+        elif self.moduledict is not None:
+            self.net = models.parse_moduledict(self.moduledict, self.forward, path)
+        else:
+            models.check_torchvision(self.torchvision, self.args, path)
+        layers = specs.nn_layers()
+        for name in self.init:
+            if name not in layers:
+                raise key_error(f"{path}.init.{name}", f"unknown layer type{suggest(name, set(layers))}")
+        self.replacements = {
+            name: models.parse_node(raw, f"{path}.replace.{name}") for name, raw in self.replace.items()
+        }
+
+
+def _check_class(path: str, what: str, classes: dict[str, Any], name: str, kwargs: dict, skip: int = 0) -> None:
+    """`type` names one of `classes`, and the other keys are arguments it accepts."""
+    if name not in classes:
+        raise key_error(f"{path}.type", f"unknown {what} {name!r}{suggest(name, set(classes))}")
+    specs.check_signature(classes[name], [], kwargs, path, skip=skip)
+
+
+@dataclass
+class OptimConfig:
+    type: str = "SGD"
+    lr: float = 0.1
+    decay_norm_and_bias: bool = False
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    _extra = "kwargs"
+
+    def _check(self, path: str) -> None:
+        _check_class(path, "optimizer", specs.optimizers(), self.type, {"lr": self.lr, **self.kwargs}, skip=1)
+        if not self.lr > 0 or not math.isfinite(self.lr):
+            raise key_error(f"{path}.lr", f"must be a positive number, got {self.lr}")
+
+
+@dataclass
+class SchedulerConfig:
+    type: str = "CosineAnnealingLR"
+    warmup_epochs: int = 0
+    interval: Literal["auto", "epoch", "step"] = "auto"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    _extra = "kwargs"
+
+    def _check(self, path: str) -> None:
+        _check_class(path, "scheduler", specs.schedulers(), self.type, self.kwargs, skip=1)
+        if self.warmup_epochs < 0:
+            raise key_error(f"{path}.warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
+
+    @property
+    def per_step(self) -> bool:
+        if self.interval == "auto":
+            return self.type in ("OneCycleLR", "CyclicLR")
+        return self.interval == "step"
+
+
+@dataclass
+class LossConfig:
+    type: str = "CrossEntropyLoss"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    _extra = "kwargs"
+
+    def _check(self, path: str) -> None:
+        _check_class(path, "loss", specs.nn_losses(), self.type, self.kwargs)
+
+
+@dataclass
+class GradClipConfig:
+    max_norm: float | None = None
+    value: float | None = None
+    norm_type: float = 2.0
+
+    def _check(self, path: str) -> None:
+        if (self.max_norm is None) == (self.value is None):
+            raise key_error(path, "give exactly one of max_norm or value")
+        for name in ("max_norm", "value"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise key_error(f"{path}.{name}", f"must be > 0, got {v}")
+
+
+METRICS = ("val_acc", "val_acc5", "val_loss", "train_acc", "train_loss")
+
+
+@dataclass
+class EarlyStoppingConfig:
+    monitor: Literal[METRICS] = "val_acc"  # type: ignore[valid-type]
+    mode: Literal["max", "min"] = "max"
+    patience: int = 5
+    min_delta: float = 0.0
+
+    def _check(self, path: str) -> None:
+        if self.patience < 1:
+            raise key_error(f"{path}.patience", f"must be a positive integer, got {self.patience}")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    loss: LossConfig = field(default_factory=LossConfig)
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    fp16_init_scale: float = 65536.0  # GradScaler's starting loss scale under amp: fp16
+    channels_last: Union[bool, Literal["auto"]] = "auto"
+    compile: bool = False
+    grad_clip: GradClipConfig | None = None
+    accumulate: int = 1
+    early_stopping: EarlyStoppingConfig | None = None
+    eval_every: int = 1
+    monitor: Literal[METRICS] = "val_acc"  # type: ignore[valid-type]
+    monitor_mode: Literal["max", "min"] = "max"
+    log_every: int = 50
+    on_nan: Literal["stop", "skip"] = "stop"
+    check_shapes: bool = True
+
+    def _check(self, path: str) -> None:
+        if not self.fp16_init_scale > 0 or not math.isfinite(self.fp16_init_scale):
+            raise key_error(f"{path}.fp16_init_scale", f"must be a positive number, got {self.fp16_init_scale}")
+        for name in ("epochs", "accumulate", "eval_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise key_error(f"{path}.{name}", f"must be a positive integer, got {getattr(self, name)}")
+
+
+@dataclass
+class EvalConfig:
+    tta: Literal["off", "flip", "flip_translate"] = "off"  # test-time augmentation, in training's evaluations too
+
+
+@dataclass
+class VisdomConfig:
+    enabled: bool = True
+    server: str = "http://localhost"
+    port: int = 8097
+    env: str | None = None
+    log_every: int = 50
+
+
+@dataclass
+class LogConfig:
+    visdom: VisdomConfig = field(default_factory=VisdomConfig)
+    progress: Literal["auto", "bar", "lines", "off"] = "auto"
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    seed: int = 0
+    device: str = "auto"
+    run_dir: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    scheduler: SchedulerConfig | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def _check(self, path: str) -> None:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise key_error("device", f"expected auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        if not re.fullmatch(r"[\w.-]+", self.name):
+            raise key_error("name", f"use letters, digits, '.', '_' and '-' only, got {self.name!r}")
+        if self.run_dir is None:
+            self.run_dir = f"runs/{self.name}"
