@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call on a lent GPU machine (the device tool), about 7 minutes on an H100:
 #   1. the GPU column of `make bench`;
-#   2. configs/cifar10_fast.yaml on the full CIFAR-10 JPEGs, timed to 94% test accuracy (flip TTA, as airbench);
+#   2. configs/cifar10_fast.yaml on the full CIFAR-10 JPEGs, timed to 94% test accuracy (with its flip TTA, as airbench);
 #   3. the same recipe for PROBE_EPOCHS epochs: how far these JPEGs go at all (0 skips it).
 # Needs, carried from the workstation: .whl/ (torchnet, visdom and the visdom deps the image lacks)
 # and .gpu/cifar10-jpg.tar.gz. Results land in $OUT.
@@ -15,7 +15,7 @@ python3 benchmarks/bench.py --device cuda --steps "${BENCH_STEPS:-100}" --reps 5
 
 fast() {  # fast NAME [--set ...]: one cifar10_fast run, its metrics and its time to 94%
   local name=$1; shift
-  python3 -m trainkit train --config configs/cifar10_fast.yaml --run-dir "/tmp/$name" --set eval.tta=flip "$@" \
+  python3 -m trainkit train --config configs/cifar10_fast.yaml --run-dir "/tmp/$name" "$@" \
     2>&1 | grep -v " step " | tee "$OUT/$name.log"
   cp "/tmp/$name/metrics.jsonl" "$OUT/$name-metrics.jsonl"
   python3 benchmarks/time_to_acc.py "/tmp/$name/metrics.jsonl" 0.94 | tee -a "$OUT/$name.log" || true

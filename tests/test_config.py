@@ -90,6 +90,14 @@ def test_wrong_type_names_expected_and_given(tmp_path):
         load_text(tmp_path, "data: {train: a, val: b, batch_size: 0}\nmodel: {sequential: [Flatten]}\n")
 
 
+def test_exponent_floats_are_numbers_in_files_and_overrides(tmp_path):
+    """YAML 1.1 reads `1e-3` as a string; the way people write learning rates must just work."""
+    cfg = load_text(tmp_path, BASE + "optim: {type: AdamW, lr: 1e-3, weight_decay: 5E-2}\n", ["optim.eps=1e-8"])
+    assert cfg.optim.lr == 0.001 and cfg.optim.kwargs == {"weight_decay": 0.05, "eps": 1e-8}
+    assert load_text(tmp_path, BASE + "name: '1e3'\n").name == "1e3"  # quoted stays a string
+    assert load_text(tmp_path, BASE + "train: {epochs: 10}\n").train.epochs == 10  # integers stay integers
+
+
 def test_yaml_syntax_error_gives_file_line_and_column(tmp_path):
     with pytest.raises(ConfigError) as exc:
         load_text(tmp_path, "data:\n  train: a\n  val: [b\nmodel: {}\n")

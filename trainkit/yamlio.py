@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -15,6 +16,17 @@ def _join(path: str, key: str) -> str:
 
 MAX_NODES = 100_000
 MAX_DEPTH = 64
+
+
+class Loader(yaml.SafeLoader):
+    """SafeLoader that also reads YAML 1.2 floats: `1e-3` and `5E4` are numbers, not the strings YAML 1.1 makes them."""
+
+
+Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
 
 
 def _guard(node: yaml.Node, where: str) -> None:
@@ -59,7 +71,7 @@ def parse_yaml(text: str, where: str, lines: dict[str, int] | None = None) -> An
     """`yaml.safe_load` with the file's name, line and column on every error."""
     loader = None
     try:
-        loader = yaml.SafeLoader(text)
+        loader = Loader(text)
         node = loader.get_single_node()
         if node is None:
             return None
