@@ -18,12 +18,10 @@ from torch import nn
 
 import trainkit
 from trainkit import checkpoint, config, data, devices, distributed, evaluation, metrics, models, optim, shapes
-from trainkit.errors import ConfigError, RunDirError, TrainingError
-from trainkit.loggers import Console, Jsonl, Loggers, truncate_jsonl
+from trainkit.errors import ConfigError, TrainingError
+from trainkit.loggers import Console, Jsonl, Loggers
 from trainkit.metrics import EpochMeters
-
-RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "samples.png", "eval.json")
-
+from trainkit.rundir import RunFiles, prepare_run_dir
 
 # --------------------------------------------------------------------------- setup helpers
 
@@ -44,25 +42,6 @@ def check_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> None:
             f"model: the forward pass fails at {f.row.path} ({f.row.type}) on input {list(f.row.input_shape or [])}: "
             f"{fix}; run `trainkit inspect-shapes --config ...` for the table"
         )
-
-
-def prepare_run_dir(path: Path, resume: bool, overwrite: bool, create: bool = True) -> None:
-    """A non-empty run directory is never silently overwritten (--overwrite replaces it at the first checkpoint)."""
-    if path.exists() and not path.is_dir():
-        raise RunDirError(f"run_dir {path} is a file; choose another --run-dir")
-    if path.is_dir() and any(path.iterdir()) and not resume:
-        if not overwrite:
-            held = ", ".join(sorted(p.name for p in path.iterdir())[:5])
-            raise RunDirError(
-                f"run_dir {path} is not empty (holds {held}); pass --resume to continue it, "
-                "--overwrite to replace its trainkit files, or --run-dir for a new one"
-            )
-    if not create:
-        return
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunDirError(f"run_dir {path}: cannot create it: {exc.strerror}") from None
 
 
 # --------------------------------------------------------------------------- the loop
@@ -316,43 +295,15 @@ def setup(cfg: Any, resume: str | None = None, overwrite: bool = False, console:
     return run
 
 
-class RunFiles:
-    """Writes to the run directory wait for the first checkpoint of this process, unless the folder was empty.
-
-    So a run that fails early (a bad image in the first epoch, a shape error) leaves an existing run
-    directory exactly as it was, also with --resume or --overwrite.
-    """
-
-    def __init__(self, run: Run, resolved: str, grid: torch.Tensor | None) -> None:
-        self.run, self.resolved, self.grid = run, resolved, grid
-        self.done = False
-
-    def commit(self) -> None:
-        if self.done:
-            return
-        d = self.run.run_dir
-        if self.run.overwrite:
-            for name in RUN_FILES:
-                with contextlib.suppress(FileNotFoundError):
-                    (d / name).unlink()
-        (d / "config.yaml").write_text(self.resolved, encoding="utf-8")
-        truncate_jsonl(d / "metrics.jsonl", self.run.state.epoch)
-        if self.grid is not None:
-            from torchvision.utils import save_image
-
-            save_image(self.grid, d / "samples.png")
-        self.done = True
-
-
 def fit(run: Run) -> dict[str, Any]:
     """Train from where `run.state` stands to `train.epochs`; returns the last epoch's record."""
     cfg, s, console = run.cfg, run.state, run.loggers[0]
     resolved = config.dump_config(cfg)
     fresh = s.epoch == 0 and s.batch == 0
     main = run.dist.main  # under DDP only rank 0 writes
-    files = RunFiles(run, resolved, data.sample_grid(run.data) if fresh and main else None)
+    files = RunFiles(run.run_dir, run.overwrite, resolved, data.sample_grid(run.data) if fresh and main else None)
     if main and not any(run.run_dir.iterdir()):
-        files.commit()
+        files.commit(s.epoch)
     if run.plots is not None:
         run.plots.text(resolved)
         if files.grid is not None:
@@ -378,7 +329,7 @@ def fit(run: Run) -> dict[str, Any]:
             if s.stop_signal is not None:
                 s.partial = reduced_state(meters, run)
                 if main:
-                    files.commit()
+                    files.commit(s.epoch)
                     checkpoint.atomic_save(make_checkpoint(run, {}), run.run_dir / "last.pt")
                 break
             s.batch, s.partial = 0, None
@@ -391,7 +342,7 @@ def fit(run: Run) -> dict[str, Any]:
                 record["best"] = True
             stop_early = _early_stop(cfg.train.early_stopping, s, record)
             if main:
-                files.commit()
+                files.commit(s.epoch)
                 run.loggers.end_epoch(record)
                 ckpt = make_checkpoint(run, record)
                 checkpoint.atomic_save(ckpt, run.run_dir / "last.pt")
