@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, make_image_folder, run_cli, tiny_config, write_yaml
+from conftest import ROOT, assert_user_error, make_image_folder, run_cli, tiny_config, write_yaml
 from torch.utils.data import WeightedRandomSampler
 
 from trainkit import checkpoint, schema
@@ -62,6 +62,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(ddp_world):
 def test_only_rank_0_writes_and_validation_counts_each_image_once(ddp_world):
     out = ddp_world["two"].stdout
     assert out.count("epoch 3/3 |") == 1  # one summary line: rank 0 alone prints
+    assert ddp_world["two"].stderr == ""  # torchrun's start-up banner is not shown
     run_dir = ddp_world["root"] / "two"
     assert sorted(p.name for p in run_dir.iterdir()) == [
         "best.pt",
@@ -185,3 +186,15 @@ def test_a_batch_of_only_unreadable_files_on_one_rank_keeps_the_ranks_in_step(tm
     assert all(r["bad_images"] == 1 for r in recs)  # counted once, over both ranks
     assert all(np.isfinite(r["train_loss"]) for r in recs)  # rank 0's empty step added no NaN
     assert "loss nan" not in proc.stdout
+
+
+def test_a_bad_image_in_one_ranks_shard_is_one_line_and_exit_2(tmp_path):
+    """The rank that meets the file says so; the others' broken-connection tracebacks and torchrun's report stay out."""
+    data = tmp_path / "data"
+    make_image_folder(data / "train", {"cat": 4, "dog": 4}, seed=1)
+    make_image_folder(data / "val", {"cat": 2, "dog": 2}, seed=2)
+    (data / "train" / "cat" / "001.png").write_bytes(b"not an image")  # position 1 of a sequential order: rank 1
+    sets = {"batch_size": 1, "sampler": "sequential"}
+    cfg = write_yaml(tmp_path / "c.yaml", tiny_config(data, tmp_path / "run", data=sets))
+    proc = run_cli("train", "--config", str(cfg), "--nproc", "2", timeout=180)
+    assert_user_error(proc, "cannot decode image", "001.png", "data.on_bad_image: skip")

@@ -160,7 +160,7 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from trainkit import config, distributed, engine
+    from trainkit import config, distributed, engine, launch
 
     if args.nproc < 1:
         raise ConfigError(f"--nproc: expected a positive number of processes, got {args.nproc}")
@@ -169,7 +169,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(config.dump_config(cfg), end="")
         return 0
     if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
-        return distributed.launch(args.nproc, _without_nproc(args.argv))
+        return launch.launch(args.nproc, _without_nproc(args.argv))
     resume = None
     if args.resume is not None:
         resume = args.resume or str(Path(cfg.run_dir) / "last.pt")
@@ -268,8 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv
     code = _run(args)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 tells the --nproc launcher how it ended
-        from trainkit.distributed import write_status
+    if "RANK" in os.environ:  # under torchrun: tell the --nproc launcher how this rank ended
+        from trainkit.launch import write_status
 
         write_status(code)
     return code

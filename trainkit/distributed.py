@@ -1,7 +1,7 @@
 """Data-parallel training on PyTorch's own engine: torchrun launches, DDP averages gradients.
 
 `trainkit train --nproc N` starts `torch.distributed.run --standalone` with N
-processes; `torchrun --nproc_per_node N -m trainkit train ...` does the same by
+processes (see `launch`); `torchrun --nproc_per_node N -m trainkit train ...` does the same by
 hand (and across machines, with torchrun's rendezvous flags). Each process
 reads its rank from torchrun's environment; the backend is NCCL on CUDA and
 gloo on CPU. Only rank 0 writes files, plots and progress; metrics are summed
@@ -11,19 +11,12 @@ over ranks.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
-
-STATUS_ENV = "TRAINKIT_STATUS_FILE"  # where rank 0 leaves its exit code for the --nproc launcher
 
 
 @dataclass(frozen=True)
@@ -99,42 +92,3 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     t = _tensor([float(flag)], device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
-
-
-def write_status(code: int) -> None:
-    path = os.environ.get(STATUS_ENV)
-    if path:
-        Path(path).write_text(str(code))
-
-
-def launch(nproc: int, argv: list[str]) -> int:
-    """Run `trainkit` under torchrun with `nproc` processes; returns the run's exit code.
-
-    SIGINT and SIGTERM are passed on to torchrun, which passes them to every process.
-    """
-    with tempfile.TemporaryDirectory(prefix="trainkit-launch-") as tmp:
-        status = Path(tmp) / "status"
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc_per_node={nproc}",
-            "-m",
-            "trainkit",
-            *argv,
-        ]
-        proc = subprocess.Popen(cmd, env={**os.environ, STATUS_ENV: str(status)})
-
-        def forward(signum: int, frame: Any) -> None:
-            proc.send_signal(signum)
-
-        old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            code = proc.wait()
-        finally:
-            for s, handler in old.items():
-                signal.signal(s, handler)
-        if status.exists():  # rank 0's own exit code: 0, 1, 2, 130 or 143, not torchrun's summary
-            return int(status.read_text())
-        return code

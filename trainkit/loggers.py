@@ -17,10 +17,11 @@ from tqdm import tqdm
 
 
 def _columns() -> int:
+    """The width of the terminal on stderr: 0 when there is none (or the --nproc launcher's terminal, via a pipe)."""
     try:
         return os.get_terminal_size(sys.stderr.fileno()).columns
     except (OSError, ValueError):
-        return 0
+        return int(os.environ.get("TRAINKIT_TERMINAL_COLUMNS", "0") or 0)
 
 
 def fmt_pct(x: float | None) -> str:
@@ -33,7 +34,7 @@ class Console:
     def __init__(self, mode: str = "auto", stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
         if mode == "auto":  # a bar on a terminal that has a width (tqdm draws nothing in 0 columns)
-            mode = "bar" if sys.stderr.isatty() and _columns() > 0 else "lines"
+            mode = "bar" if _columns() > 0 else "lines"
         self.mode = mode
         self.bar: tqdm | None = None
         self.epochs = 0
@@ -47,7 +48,14 @@ class Console:
     def begin_epoch(self, epoch: int, epochs: int, steps: int) -> None:
         self.epochs = epochs
         if self.mode == "bar":
-            self.bar = tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", leave=False, dynamic_ncols=True)
+            tty = sys.stderr.isatty()  # else the launcher's terminal, at a fixed width
+            self.bar = tqdm(
+                total=steps,
+                desc=f"epoch {epoch}/{epochs}",
+                leave=False,
+                dynamic_ncols=tty,
+                ncols=None if tty else _columns(),
+            )
 
     def step(self, epoch: int, step: int, steps: int, stats: dict[str, Any]) -> None:
         postfix = {
