@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import ROOT, assert_user_error, run_cli
+from conftest import ROOT, assert_user_error, run_cli, tiny_config, write_yaml
 
 import trainkit
 from trainkit.cli import main
@@ -71,3 +71,17 @@ def test_main_is_callable_in_process(capsys):
 def test_python_dash_m_works():
     proc = subprocess.run([sys.executable, "-m", "trainkit", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0 and "inspect-shapes" in proc.stdout
+
+
+def test_a_reader_that_goes_away_ends_quietly(tmp_path, tiny_data):
+    """`trainkit eval ... | head`: when the pipe's reader has gone, exit 141 (SIGPIPE) without a traceback."""
+    cfg = write_yaml(tmp_path / "c.yaml", tiny_config(tiny_data, tmp_path / "run", train={"epochs": 1}))
+    assert run_cli("train", "--config", str(cfg)).returncode == 0
+    args = ["eval", "--ckpt", str(tmp_path / "run" / "last.pt")]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainkit", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    proc.stdout.close()  # the reader is gone before the first line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141, err
+    assert err == ""

@@ -265,9 +265,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run the trainkit command line; returns the exit code."""
     parser = _parser()
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
-    args.argv = argv
-    code = _run(args)
+    try:
+        args = parser.parse_args(argv)
+        args.argv = argv
+        code = _run(args)
+    except BrokenPipeError:  # the reader went away (`trainkit eval ... | head`): stop quietly, as a shell tool does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        return 141  # 128 + SIGPIPE
     if "RANK" in os.environ:  # under torchrun: tell the --nproc launcher how this rank ended
         from trainkit.launch import write_status
 
