@@ -37,15 +37,15 @@ AUGMENTED = {
 }
 
 
-def weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / "last.pt", weights_only=True)["model"]
+def weights(run_dir: Path, which: str = "model") -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "last.pt", weights_only=True)[which]
 
 
-def assert_same_weights(a: Path, b: Path) -> None:
-    wa, wb = weights(a), weights(b)
+def assert_same_weights(a: Path, b: Path, which: str = "model") -> None:
+    wa, wb = weights(a, which), weights(b, which)
     assert wa.keys() == wb.keys()
     for k in wa:
-        assert torch.equal(wa[k], wb[k]), f"{k} differs"
+        assert torch.equal(wa[k], wb[k]), f"{which} {k} differs"
 
 
 def train_in_process(cfg_dict: dict, resume: str | None = None) -> None:
@@ -69,8 +69,9 @@ def with_sections(base: dict, **sections) -> dict:
         {"scheduler": {"type": "StepLR", "step_size": 1, "gamma": 0.7}},
         {"scheduler": {"type": "OneCycleLR", "max_lr": 0.2, "total_steps": 40}, "data": {"num_workers": 2}},
         {"data": {"cache": "memory", "sampler": {"type": "weighted", "class_weights": "balanced"}}},
+        {"data": {"num_workers": 0}, "train": {"ema": {"decay": 0.9, "every": 3}}},
     ],
-    ids=["workers0", "workers2", "weighted", "steplr", "onecycle-per-step", "cache"],
+    ids=["workers0", "workers2", "weighted", "steplr", "onecycle-per-step", "cache", "ema"],
 )
 def test_half_then_resume_is_bitwise_identical_to_straight(tmp_path, variant):
     data_root = tmp_path / "data"
@@ -80,14 +81,17 @@ def test_half_then_resume_is_bitwise_identical_to_straight(tmp_path, variant):
     for key, value in variant.items():
         base[key] = {**base.get(key, {}), **value} if key in base else value
     base["data"] = {**base["data"], **AUGMENTED["data"], **variant.get("data", {})}
-    straight = with_sections(base, train={"epochs": 4, "log_every": 2})
+    train = {**variant.get("train", {}), "log_every": 2}
+    straight = with_sections(base, train={**train, "epochs": 4})
     train_in_process(straight)
-    halves = with_sections(base, run_dir=str(tmp_path / "halves"), train={"epochs": 2, "log_every": 2})
+    halves = with_sections(base, run_dir=str(tmp_path / "halves"), train={**train, "epochs": 2})
     train_in_process(halves)
     halves["train"]["epochs"] = 4
     train_in_process(halves, resume=str(tmp_path / "halves" / "last.pt"))
     assert torch.load(tmp_path / "halves" / "last.pt", weights_only=True)["epoch"] == 4
     assert_same_weights(tmp_path / "straight", tmp_path / "halves")
+    if "ema" in train:  # the average is resumed too, not restarted from the weights
+        assert_same_weights(tmp_path / "straight", tmp_path / "halves", "ema")
 
 
 def slow_config(tmp_path: Path, run_dir: Path, epochs: int = 3, **extra) -> Path:

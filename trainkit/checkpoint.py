@@ -154,10 +154,10 @@ def load_state(model: nn.Module, state: Any, source: str) -> None:
 
 
 def load_weights(model: nn.Module, path: str) -> None:
-    """`model.weights`: a bare state_dict file, or a trainkit checkpoint's model."""
+    """`model.weights`: a bare state_dict file, or a trainkit checkpoint's model (its average, with train.ema)."""
     state = load_file(path)
     if isinstance(state, dict) and state.get("format") == FORMAT:
-        state = state["model"]
+        state = inference_weights(state)
     load_state(model, state, f"model.weights {path}")
 
 
@@ -201,5 +201,10 @@ def rebuild(ckpt: dict, source: str) -> tuple[Any, nn.Module]:
         raise CheckpointError(f"{source}: its stored config is not valid for this trainkit: {exc}") from None
     cfg.model.weights = None  # the checkpoint's own weights replace any starting weights
     model = models.build_model(cfg.model, seed=cfg.seed)
-    load_state(model, ckpt["model"], source)
+    load_state(model, inference_weights(ckpt), source)
     return cfg, model
+
+
+def inference_weights(ckpt: dict) -> dict:
+    """The weights a checkpoint is evaluated with: the moving average when it has one (train.ema)."""
+    return ckpt.get("ema") or ckpt["model"]

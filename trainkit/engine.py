@@ -18,6 +18,7 @@ from torch import nn
 
 import trainkit
 from trainkit import checkpoint, config, data, devices, distributed, evaluation, metrics, models, optim, shapes
+from trainkit.ema import EMA
 from trainkit.errors import ConfigError, TrainingError
 from trainkit.loggers import Console, Jsonl, Loggers
 from trainkit.metrics import EpochMeters
@@ -83,6 +84,7 @@ class Run:
     overwrite: bool = False  # replace the previous run's files at the first checkpoint
     channels_last: bool = False
     dist: distributed.Dist = field(default_factory=distributed.Dist)
+    ema: EMA | None = None  # train.ema: the moving average that is evaluated and saved beside the weights
 
 
 def train_one_epoch(run: Run, epoch: int, start: int = 0, meters: EpochMeters | None = None) -> EpochMeters:
@@ -126,6 +128,8 @@ def train_one_epoch(run: Run, epoch: int, start: int = 0, meters: EpochMeters | 
                 s.amp_skipped += 1
             run.optimizer.zero_grad(set_to_none=True)
             s.step += 1
+            if run.ema is not None:
+                run.ema.update(s.step)
             if per_step:
                 run.scheduler.step()
         if len(y):
@@ -192,6 +196,7 @@ def make_checkpoint(run: Run, epoch_metrics: dict[str, Any]) -> dict[str, Any]:
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
         "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
+        "ema": run.ema.state_dict() if run.ema is not None else None,
         "epoch": s.epoch,
         "batch": s.batch,
         "partial": s.partial,
@@ -213,6 +218,8 @@ def _restore(run: Run, ckpt: dict) -> None:
         run.scheduler.load_state_dict(ckpt["scheduler"])
     if run.scaler.is_enabled() and ckpt.get("scaler") is not None:
         run.scaler.load_state_dict(ckpt["scaler"])
+    if run.ema is not None:  # a run that had no average starts one from its weights
+        run.ema.load_state_dict(ckpt.get("ema") or checkpoint.unwrap(run.model).state_dict())
     s = run.state
     s.epoch, s.step = int(ckpt["epoch"]), int(ckpt["step"])
     s.batch = int(ckpt.get("batch", 0))
@@ -262,6 +269,7 @@ def setup(cfg: Any, resume: str | None = None, overwrite: bool = False, console:
     use_channels_last = devices.channels_last(cfg, model)
     if use_channels_last:
         model.to(memory_format=torch.channels_last)
+    ema = EMA(model, cfg.train.ema.decay, cfg.train.ema.every, cfg.train.ema.warmup) if cfg.train.ema else None
     optimizer = optim.build_optimizer(model, cfg.optim)
     scheduler = optim.build_scheduler(optimizer, cfg.scheduler, d.steps_per_epoch, cfg.train.epochs)
     scaler = torch.amp.GradScaler(device.type, init_scale=cfg.train.fp16_init_scale, enabled=cfg.train.amp == "fp16")
@@ -279,7 +287,7 @@ def setup(cfg: Any, resume: str | None = None, overwrite: bool = False, console:
     else:  # only rank 0 prints, plots and writes
         loggers = Loggers([Console("off", stream=open(os.devnull, "w"))])  # noqa: SIM115 - lives as long as the run
     run = Run(cfg, device, d, model, net, optimizer, scheduler, scaler, loss_fn, run_dir, loggers, State())
-    run.channels_last, run.dist = use_channels_last, rank
+    run.channels_last, run.dist, run.ema = use_channels_last, rank, ema
     if ckpt is not None:
         _restore(run, ckpt)
     prepare_run_dir(run_dir, resume=ckpt is not None, overwrite=overwrite, create=rank.main)
@@ -315,6 +323,11 @@ def fit(run: Run) -> dict[str, Any]:
     console.print(run.data.mix_line())
     for note in run.data.notes:
         console.print(note)
+    if run.ema is not None:
+        e = cfg.train.ema
+        console.print(
+            f"evaluating and saving the moving average of the weights (train.ema: decay {e.decay}, every {e.every})"
+        )
     if not fresh:
         console.print(f"resuming at epoch {s.epoch + 1}, batch {s.batch} (step {s.step})")
     record: dict[str, Any] = {}
@@ -373,6 +386,8 @@ def _epoch_record(run: Run, epoch: int, train_m: dict[str, Any]) -> dict[str, An
     record |= {"images_per_s": train_m.get("images_per_s", 0.0), "time": train_m["time"]}
     if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
         eval_net = run.model if run.dist.enabled else run.net  # no DDP collectives: ranks may hold unequal shares
+        if run.ema is not None:
+            eval_net = run.ema.module
         batches = run.data.batches(run.data.val_loader, epoch)
         n = len(run.data.classes)
         val_meters = evaluation.evaluate(

@@ -96,6 +96,7 @@ def eval_checkpoint(path: str, data_dir: str | None = None, overrides: tuple[str
         "checkpoint": str(path),
         "epoch": ckpt["epoch"],
         "tta": cfg.eval.tta,
+        "weights": "ema" if ckpt.get("ema") else "model",
         "val_loss": result["loss"],
         "val_acc": result["acc"],
         **({"val_acc5": result["acc5"]} if "acc5" in result else {}),

@@ -164,6 +164,7 @@ def format_eval(result: dict[str, Any]) -> str:
     lines = [
         f"checkpoint {result['checkpoint']} (epoch {result['epoch']}), {result['samples']} images"
         + (f", test-time augmentation: {tta}" if tta != "off" else "")
+        + (", the moving average of the weights (train.ema)" if result.get("weights") == "ema" else "")
     ]
     lines.append(
         f"loss {result['val_loss']:.4f}  top-1 {fmt_pct(result['val_acc'])}  top-5 {fmt_pct(result.get('val_acc5'))}"

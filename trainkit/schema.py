@@ -215,6 +215,19 @@ class GradClipConfig:
                 raise key_error(f"{path}.{name}", f"must be > 0, got {v}")
 
 
+@dataclass
+class EmaConfig:
+    decay: float = 0.999  # per update; the average's horizon is about 1 / (1 - decay) updates
+    every: int = 1  # optimizer steps between updates
+    warmup: bool = True  # decay min(decay, (1 + t) / (10 + t)) at step t, as timm
+
+    def _check(self, path: str) -> None:
+        if not 0.0 <= self.decay < 1.0:
+            raise key_error(f"{path}.decay", f"must be in [0, 1), got {self.decay}")
+        if self.every < 1:
+            raise key_error(f"{path}.every", f"must be a positive integer, got {self.every}")
+
+
 METRICS = ("val_acc", "val_acc5", "val_loss", "train_acc", "train_loss")
 
 
@@ -239,6 +252,7 @@ class TrainConfig:
     channels_last: Union[bool, Literal["auto"]] = "auto"
     compile: bool = False
     grad_clip: GradClipConfig | None = None
+    ema: EmaConfig | None = None  # evaluate and save an exponential moving average of the weights
     accumulate: int = 1
     early_stopping: EarlyStoppingConfig | None = None
     eval_every: int = 1
