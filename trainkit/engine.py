@@ -262,6 +262,10 @@ def setup(cfg: Any, resume: str | None = None, overwrite: bool = False, console:
     if cfg.train.check_shapes:
         check_shapes(model, input_shape)
     ckpt = checkpoint.load_checkpoint(resume) if resume else None
+    if cfg.model.whiten is not None and ckpt is None:  # a resumed run loads its weights instead
+        from trainkit.whiten import apply_whitening
+
+        d.notes.append(apply_whitening(model, cfg.model.whiten, d, cfg.seed))
     if ckpt is not None and ckpt.get("classes") != d.classes:
         raise ConfigError(f"--resume {resume}: the checkpoint's classes {ckpt.get('classes')} differ from the data's")
     run_dir = Path(cfg.run_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from typing import Any
 
 import torch
@@ -12,16 +13,36 @@ from trainkit.errors import ConfigError
 
 
 def param_groups(model: nn.Module, cfg: Any) -> list[dict]:
-    """Trainable parameters; biases and normalization weights (ndim <= 1) skip weight decay by default."""
+    """Trainable parameters in groups: those of `optim.groups` (each parameter in the first group whose
+    patterns match its name), and the rest, where biases and normalization weights (ndim <= 1) skip weight
+    decay by default. The rest come first, so that group 0 carries optim.lr itself."""
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not params:
         raise ConfigError("model.freeze: every parameter is frozen; nothing is left to train")
+    custom, taken = [], set()
+    for i, group in enumerate(cfg.groups):
+        hits = [(n, p) for n, p in params if n not in taken and any(fnmatchcase(n, pat) for pat in group.patterns)]
+        if not hits:
+            names = [n for n, _ in params]
+            raise ConfigError(
+                f"optim.groups[{i}].params: {', '.join(map(repr, group.patterns))} matches no trainable parameter "
+                f"left by the groups before it{specs.suggest(group.patterns[0], names)}; the names are like "
+                f"{', '.join(names[:4])}{', ...' if len(names) > 4 else ''} (see `trainkit inspect-shapes`)"
+            )
+        taken.update(n for n, _ in hits)
+        custom.append(
+            {"params": [p for _, p in hits], "lr": cfg.lr * group.lr_scale, "lr_scale": group.lr_scale, **group.kwargs}
+        )
+    rest = [(n, p) for n, p in params if n not in taken]
     wd = cfg.kwargs.get("weight_decay", 0.0) or 0.0
     if cfg.decay_norm_and_bias or not wd:
-        return [{"params": [p for _, p in params]}]
-    decay = [p for _, p in params if p.ndim > 1]
-    no_decay = [p for _, p in params if p.ndim <= 1]
-    return [g for g in ({"params": decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+        default = [{"params": [p for _, p in rest]}]
+    else:
+        default = [
+            {"params": [p for _, p in rest if p.ndim > 1]},
+            {"params": [p for _, p in rest if p.ndim <= 1], "weight_decay": 0.0},
+        ]
+    return [g for g in default if g["params"]] + custom
 
 
 def build_optimizer(model: nn.Module, cfg: Any) -> torch.optim.Optimizer:
@@ -44,6 +65,10 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Any, steps_per_epoch:
     if cfg.type == "OneCycleLR" and "total_steps" not in kwargs:
         kwargs.setdefault("epochs", epochs - cfg.warmup_epochs)
         kwargs.setdefault("steps_per_epoch", steps_per_epoch)
+    scales = [g.get("lr_scale", 1.0) for g in optimizer.param_groups]
+    for key in ("max_lr", "base_lr") if cfg.type in ("OneCycleLR", "CyclicLR") else ():
+        if isinstance(kwargs.get(key), (int, float)) and any(sc != 1.0 for sc in scales):  # keep optim.groups' ratios
+            kwargs[key] = [kwargs[key] * sc for sc in scales]
     try:
         main = cls(optimizer, **kwargs)
     except (TypeError, ValueError, KeyError) as exc:
@@ -81,4 +106,6 @@ def build_loss(cfg: Any, classes: list[str]) -> nn.Module:
 
 
 def current_lr(optimizer: torch.optim.Optimizer) -> float:
-    return float(optimizer.param_groups[0]["lr"])
+    """The learning rate of the parameters outside optim.groups (or of the first group, when none are)."""
+    groups = optimizer.param_groups
+    return float(next((g for g in groups if g.get("lr_scale", 1.0) == 1.0), groups[0])["lr"])

@@ -112,6 +112,21 @@ class InitConfig:
 
 
 @dataclass
+class WhitenConfig:
+    layer: str = ""  # the Conv2d that sees the images, by its name in the model (e.g. "0" or "stem.conv")
+    images: int = 5000  # training images whose patches are measured
+    eps: float = 5.0e-4  # added to each variance before the 1/sqrt
+
+    def _check(self, path: str) -> None:
+        if not self.layer:
+            raise key_error(f"{path}.layer", "name the first Conv2d, e.g. layer: '0' for a sequential model")
+        if self.images < 2:
+            raise key_error(f"{path}.images", f"must be at least 2, got {self.images}")
+        if not self.eps > 0:
+            raise key_error(f"{path}.eps", f"must be > 0, got {self.eps}")
+
+
+@dataclass
 class ModelConfig:
     sequential: Union[list[Any], dict[str, Any], None] = None
     moduledict: dict[str, Any] | None = None
@@ -122,6 +137,7 @@ class ModelConfig:
     init: dict[str, InitConfig] = field(default_factory=dict)
     freeze: list[str] = field(default_factory=list)
     replace: dict[str, Any] = field(default_factory=dict)
+    whiten: WhitenConfig | None = None  # initialize a first conv as a whitening of the data's patches
     net: Any = field(init=False, default=None)
     replacements: dict[str, Any] = field(init=False, default_factory=dict)
 
@@ -157,10 +173,31 @@ def _check_class(path: str, what: str, classes: dict[str, Any], name: str, kwarg
 
 
 @dataclass
+class ParamGroupConfig:
+    params: Union[str, list[str]] = ""  # glob patterns of parameter names, e.g. "backbone.*" or "*.bias"
+    lr_scale: float = 1.0  # this group's learning rate is optim.lr (and the scheduler's) times this
+    kwargs: dict[str, Any] = field(default_factory=dict)  # the optimizer's other arguments for this group
+    _extra = "kwargs"
+
+    @property
+    def patterns(self) -> list[str]:
+        return [self.params] if isinstance(self.params, str) else list(self.params)
+
+    def _check(self, path: str) -> None:
+        if not self.patterns or not all(self.patterns):
+            raise key_error(f"{path}.params", "give a glob pattern of parameter names (or a list), e.g. '*.bias'")
+        if not self.lr_scale >= 0 or not math.isfinite(self.lr_scale):
+            raise key_error(f"{path}.lr_scale", f"must be a number >= 0, got {self.lr_scale}")
+        if "lr" in self.kwargs:
+            raise key_error(f"{path}.lr", "give lr_scale (a factor of optim.lr), so that the scheduler scales it too")
+
+
+@dataclass
 class OptimConfig:
     type: str = "SGD"
     lr: float = 0.1
     decay_norm_and_bias: bool = False
+    groups: list[ParamGroupConfig] = field(default_factory=list)  # parameters with their own settings
     kwargs: dict[str, Any] = field(default_factory=dict)
     _extra = "kwargs"
 
@@ -168,6 +205,8 @@ class OptimConfig:
         _check_class(path, "optimizer", specs.optimizers(), self.type, {"lr": self.lr, **self.kwargs}, skip=1)
         if not self.lr > 0 or not math.isfinite(self.lr):
             raise key_error(f"{path}.lr", f"must be a positive number, got {self.lr}")
+        for i, group in enumerate(self.groups):
+            specs.check_signature(specs.optimizers()[self.type], [], group.kwargs, f"{path}.groups[{i}]", skip=1)
 
 
 @dataclass

@@ -1,0 +1,123 @@
+"""optim.groups: parameters with their own learning-rate factor and optimizer settings."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import assert_user_error, run_cli, tiny_config, write_yaml
+
+from trainkit import config, engine, optim
+
+NAMED = {
+    "sequential": {
+        "conv": {"Conv2d": [3, 4, 3, 1, 1]},
+        "bn": {"BatchNorm2d": [4]},
+        "act": "ReLU",
+        "pool": {"AdaptiveAvgPool2d": [1]},
+        "flat": "Flatten",
+        "head": {"Linear": [4, 2]},
+    }
+}
+
+
+def setup_run(tmp_path, tiny_data, optim_cfg, **sections):
+    cfg = tiny_config(tiny_data, tmp_path / "run", model=NAMED, optim=optim_cfg, **sections)
+    return engine.setup(config.from_dict(cfg))
+
+
+def names_of(run: engine.Run, group: dict) -> set[str]:
+    ids = {id(p) for p in group["params"]}
+    return {n for n, p in run.model.named_parameters() if id(p) in ids}
+
+
+def test_each_parameter_goes_to_the_first_group_that_matches_it(tmp_path, tiny_data):
+    run = setup_run(
+        tmp_path,
+        tiny_data,
+        {
+            "type": "SGD",
+            "lr": 0.1,
+            "momentum": 0.9,
+            "weight_decay": 0.01,
+            "groups": [
+                {"params": "bn.*", "lr_scale": 10, "weight_decay": 0.5},
+                {"params": ["*.bias", "head.*"], "lr_scale": 0.25, "momentum": 0.5},
+            ],
+        },
+    )
+    groups = run.optimizer.param_groups
+    assert [names_of(run, g) for g in groups] == [
+        {"conv.weight"},  # the rest: decayed weights, then (none left) undecayed biases
+        {"bn.weight", "bn.bias"},
+        {"conv.bias", "head.weight", "head.bias"},
+    ]
+    assert [g["lr"] for g in groups] == pytest.approx([0.1, 1.0, 0.025])
+    assert [g["weight_decay"] for g in groups] == [0.01, 0.5, 0.01]
+    assert [g["momentum"] for g in groups] == [0.9, 0.9, 0.5]
+    assert optim.current_lr(run.optimizer) == pytest.approx(0.1)
+
+
+@pytest.mark.filterwarnings(r"ignore:Detected call of `lr_scheduler.step\(\)` before")
+@pytest.mark.parametrize(
+    "scheduler",
+    [
+        {"type": "OneCycleLR", "max_lr": 0.4},
+        {"type": "CyclicLR", "base_lr": 0.01, "max_lr": 0.4, "step_size_up": 3},
+        {"type": "CosineAnnealingLR", "T_max": 2, "warmup_epochs": 1},
+    ],
+    ids=["onecycle", "cyclic", "cosine-warmup"],
+)
+def test_the_schedule_keeps_each_groups_factor(tmp_path, tiny_data, scheduler):
+    run = setup_run(
+        tmp_path,
+        tiny_data,
+        {"type": "SGD", "lr": 0.1, "groups": [{"params": "head.*", "lr_scale": 0.5}]},
+        scheduler=scheduler,
+    )
+    seen = []
+    for _ in range(5):
+        run.optimizer.step()
+        run.scheduler.step()
+        base, head = (g["lr"] for g in run.optimizer.param_groups)
+        seen.append(base)
+        assert head == pytest.approx(0.5 * base)
+    assert len(set(seen)) > 1  # the schedule did move
+
+
+def test_a_group_with_lr_scale_0_and_no_decay_stays_put_through_training(tmp_path, tiny_data):
+    run = setup_run(
+        tmp_path,
+        tiny_data,
+        {"type": "SGD", "lr": 0.1, "momentum": 0.9, "groups": [{"params": "conv.*", "lr_scale": 0, "weight_decay": 0}]},
+    )
+    before = {n: p.detach().clone() for n, p in run.model.named_parameters()}
+    engine.train_one_epoch(run, 0)
+    after = dict(run.model.named_parameters())
+    assert torch.equal(after["conv.weight"], before["conv.weight"])
+    assert not torch.equal(after["head.weight"], before["head.weight"])
+
+
+@pytest.mark.parametrize(
+    ("groups", "fragment"),
+    [
+        (
+            [{"params": "backbone.*"}],
+            "optim.groups[0].params: 'backbone.*' matches no trainable parameter left by the groups before it",
+        ),
+        ([{"params": "*"}, {"params": "head.*"}], "optim.groups[1].params: 'head.*' matches no trainable parameter"),
+        ([{"params": "head.*", "lr": 0.5}], "optim.groups[0].lr: give lr_scale (a factor of optim.lr)"),
+        ([{"params": "head.*", "momentun": 0.5}], "did you mean 'momentum'?"),
+        ([{"lr_scale": 2}], "optim.groups[0].params: give a glob pattern of parameter names"),
+    ],
+)
+def test_a_bad_group_is_one_line_and_exit_2(tmp_path, tiny_data, groups, fragment):
+    cfg = tiny_config(
+        tiny_data,
+        tmp_path / "run",
+        model=NAMED,
+        optim={"type": "SGD", "lr": 0.1, "groups": groups},
+        train={"epochs": 1},
+    )
+    proc = run_cli("train", "--config", str(write_yaml(tmp_path / "c.yaml", cfg)))
+    assert_user_error(proc, fragment)
+    assert not (tmp_path / "run").exists()
