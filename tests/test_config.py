@@ -165,3 +165,14 @@ def test_default_run_dir_follows_name(tmp_path):
     assert cfg.run_dir == "runs/exp1"
     with pytest.raises(ConfigError, match="device: expected auto, cpu, cuda, cuda:N or mps"):
         load_text(tmp_path, BASE + "device: gpu0\n")
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_every_shipped_config_loads_and_builds_its_model_and_optimizer(name):
+    from trainkit import models, optim
+
+    cfg = config.load_config(ROOT / "configs" / name)
+    model = models.build_model(cfg.model, seed=cfg.seed)
+    opt = optim.build_optimizer(model, cfg.optim)  # optim.groups' patterns match this model's names
+    in_groups = sum(p.numel() for g in opt.param_groups for p in g["params"])
+    assert in_groups == sum(p.numel() for p in model.parameters() if p.requires_grad) > 0

@@ -46,6 +46,11 @@ def sample_images(data: Data, count: int, seed: int) -> torch.Tensor:
     images = [x for x in images if not isinstance(x, BadSample)]
     if not images:
         raise DataError("model.whiten: none of the sampled training images could be decoded")
+    if len({tuple(x.shape) for x in images}) > 1:
+        raise DataError(
+            "model.whiten: the sampled training images differ in size after data.transforms.val; "
+            "add a Resize or CenterCrop there"
+        )
     return torch.stack(images)
 
 
@@ -58,18 +63,20 @@ def apply_whitening(model: nn.Module, cfg: Any, data: Data, seed: int) -> str:
     if not isinstance(conv, nn.Conv2d) or conv.groups != 1:
         kind = type(conv).__name__ + (" with groups" if isinstance(conv, nn.Conv2d) else "")
         raise ConfigError(f"model.whiten.layer: {cfg.layer} is a {kind}; name a Conv2d (groups 1) that sees the images")
-    images = sample_images(data, cfg.images, seed)
+    if isinstance(conv.padding, str):
+        raise ConfigError(f"model.whiten.layer: {cfg.layer} has padding {conv.padding!r}; give it as a number")
     d = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
-    if images.dim() != 4 or images.shape[1] != conv.in_channels:
-        raise ConfigError(
-            f"model.whiten.layer: {cfg.layer} takes {conv.in_channels} channels but the images have shape "
-            f"{list(images.shape[1:])}; name the layer that sees the images"
-        )
     if conv.out_channels > d and conv.out_channels != 2 * d:
         raise ConfigError(
             f"model.whiten.layer: {cfg.layer} has {conv.out_channels} filters; its {conv.in_channels}x"
             f"{conv.kernel_size[0]}x{conv.kernel_size[1]} patches have {d} directions: use at most {d} "
             f"out_channels, or exactly {2 * d} (+/- pairs)"
+        )
+    images = sample_images(data, cfg.images, seed)
+    if images.dim() != 4 or images.shape[1] != conv.in_channels:
+        raise ConfigError(
+            f"model.whiten.layer: {cfg.layer} takes {conv.in_channels} channels but the images have shape "
+            f"{list(images.shape[1:])}; name the layer that sees the images"
         )
     weight, bias = whitening_filters(conv, images, cfg.eps)
     with torch.no_grad():
