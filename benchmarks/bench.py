@@ -169,6 +169,7 @@ def worker_trainkit(data: Path, steps: int, device):
     from trainkit import config, engine
     from trainkit.cache import cache_dataset
     from trainkit.images import ImageFolder
+    from trainkit.run import build_run
 
     run_dir = Path(tempfile.mkdtemp(prefix="trainkit-bench-run-"))
     cache_dir = Path(tempfile.mkdtemp(prefix="trainkit-bench-cache-"))
@@ -195,7 +196,7 @@ def worker_trainkit(data: Path, steps: int, device):
         ],
     )
     start = time.perf_counter()
-    run = engine.setup(cfg)
+    run = build_run(cfg)
     info["setup_s"] = time.perf_counter() - start
     info["notes"] = run.data.notes
     epoch = 0

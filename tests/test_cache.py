@@ -17,6 +17,7 @@ from trainkit import config, data, devices, engine, images
 from trainkit.augment import BatchAugment, flip, random_crop
 from trainkit.cache import cache_dataset
 from trainkit.errors import DataError
+from trainkit.run import build_run
 from trainkit.specs import ToTensor
 
 CPU = torch.device("cpu")
@@ -128,13 +129,13 @@ def cache_cfg(tmp_path: Path, tiny_data: Path, **data_extra) -> dict:
 
 
 def test_training_on_the_cache_and_a_bad_image_error(tmp_path, tiny_data):
-    run = engine.setup(config.from_dict(cache_cfg(tmp_path, tiny_data)))
+    run = build_run(config.from_dict(cache_cfg(tmp_path, tiny_data)))
     assert any("24 images of (3, 16, 16) cached (memory" in n for n in run.data.notes)
     record = engine.fit(run)
     assert record["epoch"] == 2 and record["val_acc"] >= 0.5
     (tiny_data / "train" / "dog" / "bad.jpg").write_bytes(b"")
     with pytest.raises(DataError, match=r"cannot decode image .*dog/bad.jpg"):
-        engine.setup(config.from_dict(cache_cfg(tmp_path / "2", tiny_data)))
+        build_run(config.from_dict(cache_cfg(tmp_path / "2", tiny_data)))
 
 
 def test_subset_is_seeded_and_sized(tmp_path, tiny_data):

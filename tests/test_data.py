@@ -13,6 +13,7 @@ from PIL import Image
 
 from trainkit import config, data, schema
 from trainkit.errors import ConfigError, DataError
+from trainkit.loaders import epoch_batches
 
 
 def data_cfg(tmp_path: Path, text: str) -> schema.DataConfig:
@@ -32,7 +33,7 @@ def build(cfg, seed=0):
 
 
 def epoch_labels(d: data.Data, epoch: int) -> list[int]:
-    return [int(v) for _, y in d.batches(d.train_loader, epoch) for v in y]
+    return [int(v) for _, y in epoch_batches(d.train_loader, epoch) for v in y]
 
 
 def test_imagefolder_classes_hidden_folders_and_non_images(tmp_path, tiny_data):
@@ -43,7 +44,7 @@ def test_imagefolder_classes_hidden_folders_and_non_images(tmp_path, tiny_data):
     d = build(folder_cfg(tmp_path, tiny_data))
     assert d.classes == ["cat", "dog"]
     assert len(d.train_set) == 24 and len(d.val_set) == 10
-    x, y = next(d.batches(d.train_loader, 0))
+    x, y = next(epoch_batches(d.train_loader, 0))
     assert x.shape == (4, 3, 16, 16) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
 
 
@@ -163,7 +164,7 @@ def test_weighted_sampler_draws_the_expected_class_mix(tmp_path, weights, expect
     )
     d = build(cfg)
     assert np.allclose(d.mix, expected)
-    labels = torch.cat([y for _, y in d.batches(d.train_loader, 0)]).numpy()
+    labels = torch.cat([y for _, y in epoch_batches(d.train_loader, 0)]).numpy()
     assert len(labels) == 6000
     freq = np.bincount(labels, minlength=3) / len(labels)
     # 6000 draws: the binomial standard deviation is at most 0.0065; allow 3 sigma.
@@ -214,14 +215,14 @@ def test_bad_image_error_names_the_file(tmp_path, tiny_data, name):
             p.unlink()
     d = build(folder_cfg(tmp_path, tiny_data, ", sampler: sequential"))
     with pytest.raises(DataError, match=rf"cannot decode image .*cat/{name}.*on_bad_image: skip"):
-        list(d.batches(d.train_loader, 0))
+        list(epoch_batches(d.train_loader, 0))
 
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_bad_images_skipped_and_counted(tmp_path, tiny_data, workers):
     write_bad_images(tiny_data / "train" / "cat")
     d = build(folder_cfg(tmp_path, tiny_data, f", on_bad_image: skip, num_workers: {workers}"))
-    seen = sum(len(y) for _, y in d.batches(d.train_loader, 0))
+    seen = sum(len(y) for _, y in epoch_batches(d.train_loader, 0))
     assert d.skipped == 4 and seen == 24
 
 

@@ -11,11 +11,12 @@ from conftest import make_image_folder, tiny_config
 
 from trainkit import config, devices, engine, optim, schema
 from trainkit.errors import DeviceError, TrainingError
+from trainkit.run import Run, build_run
 
 
-def setup_run(tmp_path: Path, data_root: Path, **sections) -> engine.Run:
+def setup_run(tmp_path: Path, data_root: Path, **sections) -> Run:
     cfg = config.from_dict(tiny_config(data_root, tmp_path / "run", **sections))
-    return engine.setup(cfg)
+    return build_run(cfg)
 
 
 def flat_params(model: torch.nn.Module) -> torch.Tensor:

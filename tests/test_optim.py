@@ -7,6 +7,7 @@ import torch
 from conftest import assert_user_error, run_cli, tiny_config, write_yaml
 
 from trainkit import config, engine, optim
+from trainkit.run import Run, build_run
 
 NAMED = {
     "sequential": {
@@ -22,10 +23,10 @@ NAMED = {
 
 def setup_run(tmp_path, tiny_data, optim_cfg, **sections):
     cfg = tiny_config(tiny_data, tmp_path / "run", model=NAMED, optim=optim_cfg, **sections)
-    return engine.setup(config.from_dict(cfg))
+    return build_run(config.from_dict(cfg))
 
 
-def names_of(run: engine.Run, group: dict) -> set[str]:
+def names_of(run: Run, group: dict) -> set[str]:
     ids = {id(p) for p in group["params"]}
     return {n for n, p in run.model.named_parameters() if id(p) in ids}
 

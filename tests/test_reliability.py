@@ -17,6 +17,7 @@ from conftest import ROOT, make_image_folder, tiny_config, write_yaml
 
 from trainkit import checkpoint, config, engine
 from trainkit.errors import TrainingError
+from trainkit.run import build_run
 
 AUGMENTED = {
     "data": {
@@ -49,7 +50,7 @@ def assert_same_weights(a: Path, b: Path, which: str = "model") -> None:
 
 
 def train_in_process(cfg_dict: dict, resume: str | None = None) -> None:
-    run = engine.setup(config.from_dict(cfg_dict), resume=resume)
+    run = build_run(config.from_dict(cfg_dict), resume=resume)
     engine.fit(run)
 
 
@@ -236,7 +237,7 @@ def test_nan_loss_stops_naming_epoch_and_step_and_keeps_the_last_good_checkpoint
     train_in_process(cfg)
     before = (tmp_path / "run" / "last.pt").read_bytes()
     cfg["train"]["epochs"] = 3
-    run = engine.setup(config.from_dict(cfg), resume=str(tmp_path / "run" / "last.pt"))
+    run = build_run(config.from_dict(cfg), resume=str(tmp_path / "run" / "last.pt"))
     with torch.no_grad():
         run.model[-1].weight.fill_(float("nan"))  # a diverged model, for real
     with pytest.raises(
@@ -248,7 +249,7 @@ def test_nan_loss_stops_naming_epoch_and_step_and_keeps_the_last_good_checkpoint
 
 def test_on_nan_skip_counts_the_skipped_steps(tmp_path, tiny_data):
     cfg = tiny_config(tiny_data, tmp_path / "run", train={"epochs": 1, "log_every": 2, "on_nan": "skip"})
-    run = engine.setup(config.from_dict(cfg))
+    run = build_run(config.from_dict(cfg))
     with torch.no_grad():
         run.model[-1].bias.fill_(float("inf"))
     record = engine.fit(run)
@@ -259,5 +260,5 @@ def test_fp16_gradscaler_skips_are_counted(tmp_path, tiny_data):
     cfg = tiny_config(
         tiny_data, tmp_path / "run", train={"epochs": 1, "log_every": 2, "amp": "fp16", "fp16_init_scale": 2.0**40}
     )
-    record = engine.fit(engine.setup(config.from_dict(cfg)))
+    record = engine.fit(build_run(config.from_dict(cfg)))
     assert record["amp_skipped_steps"] == 6  # the scaled gradients overflow fp16 and GradScaler skips

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ import torch
 
 from trainkit.augment import BatchAugment
 from trainkit.errors import DataError
+from trainkit.images import load_rgb
+from trainkit.samplers import EpochSampler, num_batches
 
 VERSION = 1
 
@@ -50,8 +53,6 @@ def _key(samples: list[tuple[str, int]]) -> str:
 
 
 def _decode(samples: list[tuple[str, int]], workers: int, key: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    from trainkit.images import load_rgb
-
     def one(item: tuple[str, int]) -> np.ndarray | str:
         try:
             return np.asarray(load_rgb(item[0]))
@@ -108,19 +109,16 @@ def cache_dataset(ds: Any, mode: str, cache_dir: str | None, workers: int, key: 
 
 
 class CachedLoader:
-    """Batches of cached images, augmented as whole batches on the training device.
+    """Batches of cached images, augmented as whole batches on the training device (a `loaders.Loader`).
 
-    It answers like a DataLoader where trainkit needs it: `sampler` (an
-    EpochSampler, or a range of indices for evaluation), `batch_size`,
-    `drop_last`, `len()`, and iteration yielding (images, labels, bad files).
+    `order` is an `EpochSampler` (training: a seeded order, one augmentation seed per batch) or a fixed
+    range of indices (evaluation). Bad files were dropped (or refused) when the cache was built.
     """
-
-    generator = None
 
     def __init__(
         self,
         cached: Cached,
-        sampler: Any,
+        order: EpochSampler | range,
         batch_size: int,
         drop_last: bool,
         augment: BatchAugment,
@@ -129,25 +127,33 @@ class CachedLoader:
         on_device = device.type != "cpu" and cached.images.numel() < 4 * 2**30
         self.images = cached.images.to(device) if on_device else cached.images
         self.targets = cached.targets.to(self.images.device)
-        self.sampler, self.batch_size, self.drop_last = sampler, batch_size, drop_last
+        self.order, self.batch_size, self.drop_last = order, batch_size, drop_last
         self.augment, self.device = augment, device
         self.gen = torch.Generator(device=self.images.device)
 
-    def __len__(self) -> int:
-        n = len(self.sampler)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+    @property
+    def steps_per_epoch(self) -> int:
+        n = self.order.total if isinstance(self.order, EpochSampler) else len(self.order)
+        return num_batches(n, self.batch_size, self.drop_last)
 
-    def __iter__(self):
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        if isinstance(self.order, EpochSampler):
+            self.order.set_epoch(epoch, skip * self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         store = self.images.device
-        if isinstance(self.sampler, range):  # evaluation: a fixed order, no augmentation seeds
-            order, seeds = torch.tensor(self.sampler, dtype=torch.int64), None
-        else:
-            pairs = list(self.sampler)
+        if isinstance(self.order, EpochSampler):
+            pairs = list(self.order)
             order = torch.tensor([i for i, _ in pairs], dtype=torch.int64)
-            seeds = [s for _, s in pairs]
+            seeds: list[int] | None = [s for _, s in pairs]
+        else:  # evaluation: a fixed order, no augmentation seeds
+            order, seeds = torch.tensor(self.order, dtype=torch.int64), None
         order = order.to(store)  # one transfer per epoch: no host-device copy, so no sync, per batch
         bs = self.batch_size
-        for b in range(len(self)):
+        for b in range(num_batches(len(order), bs, self.drop_last)):
             idx = order[b * bs : (b + 1) * bs]
             x, y = self.images[idx], self.targets[idx]
             if store.type != self.device.type:  # the cache stayed in host memory
@@ -156,4 +162,4 @@ class CachedLoader:
                 else:
                     x, y = x.to(self.device), y.to(self.device)
             self.gen.manual_seed(seeds[b * bs] if seeds else 0)  # each batch's augmentation has its own seed
-            yield self.augment(x, self.gen), y, []
+            yield self.augment(x, self.gen), y

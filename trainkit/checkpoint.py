@@ -1,4 +1,7 @@
-"""Checkpoints: atomic save, safe load, and a model rebuilt from a checkpoint alone.
+"""Checkpoint files: atomic save, safe load, state_dicts that fit a model, RNG state.
+
+It imports nothing of trainkit but its errors: what a checkpoint holds is listed by the run
+(`run.PARTS`), and a run is loaded from one by `trained.load_trained`.
 
 A checkpoint is a dict of plain data and tensors only (state_dicts, counters,
 RNG states, the resolved config as a dict, class names, versions), so it loads
@@ -190,21 +193,7 @@ def set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(keys), gauss))
 
 
-def rebuild(ckpt: dict, source: str) -> tuple[Any, nn.Module]:
-    """The config and the model of a checkpoint, with its weights loaded."""
-    from trainkit import config, models
-    from trainkit.errors import ConfigError
-
-    try:
-        cfg = config.from_dict(ckpt["config"])
-    except ConfigError as exc:
-        raise CheckpointError(f"{source}: its stored config is not valid for this trainkit: {exc}") from None
-    cfg.model.weights = None  # the checkpoint's own weights replace any starting weights
-    model = models.build_model(cfg.model, seed=cfg.seed)
-    load_state(model, inference_weights(ckpt), source)
-    return cfg, model
-
-
 def inference_weights(ckpt: dict) -> dict:
     """The weights a checkpoint is evaluated with: the moving average when it has one (train.ema)."""
-    return ckpt.get("ema") or ckpt["model"]
+    ema = ckpt.get("ema")
+    return ema if ema is not None else ckpt["model"]

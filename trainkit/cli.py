@@ -8,15 +8,19 @@ SIGINT/SIGTERM. `--debug` shows the traceback of any error.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import trainkit
 from trainkit.errors import ConfigError, TrainingError, TrainkitError
+
+if TYPE_CHECKING:  # the commands import what they need when they run: `trainkit --help` stays fast
+    from trainkit.schema import Config
 
 EXAMPLES = {
     "train": """examples:
@@ -135,15 +139,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _train_config(args: argparse.Namespace) -> Any:
-    from trainkit import checkpoint, config
+def _train_config(args: argparse.Namespace) -> Config:
+    from trainkit import config, trained
 
     overrides = list(args.overrides) + ([f"run_dir={args.run_dir}"] if args.run_dir else [])
     if args.config:
         return config.load_config(args.config, overrides)
     if args.resume:
-        ckpt = checkpoint.load_checkpoint(args.resume)
-        return config.from_dict(config.apply_overrides(ckpt["config"], overrides, {}))
+        return trained.checkpoint_config(trained.read_checkpoint(args.resume), args.resume, overrides)
     raise ConfigError("train: give --config FILE (or --resume CKPT to continue a run with its own config)")
 
 
@@ -160,7 +163,7 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from trainkit import config, distributed, engine, launch
+    from trainkit import config, distributed, engine, launch, run
 
     if args.nproc < 1:
         raise ConfigError(f"--nproc: expected a positive number of processes, got {args.nproc}")
@@ -174,8 +177,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         resume = args.resume or str(Path(cfg.run_dir) / "last.pt")
     try:
-        run = engine.setup(cfg, resume=resume, overwrite=args.overwrite)
-        engine.fit(run)
+        engine.fit(run.build_run(cfg, resume=resume, overwrite=args.overwrite))
     finally:
         distributed.close()
     return 0
@@ -183,11 +185,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from trainkit import evaluation
-    from trainkit.loggers import format_eval
 
     overrides = tuple(args.overrides) + ((f"eval.tta={args.tta}",) if args.tta else ())
     result = evaluation.eval_checkpoint(args.ckpt, args.data, overrides)
-    print(format_eval(result))
+    print(evaluation.format_eval(result))
     out = Path(args.out) if args.out else Path(args.ckpt).with_name("eval.json")
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"\nwrote {out}")
@@ -195,12 +196,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect_shapes(args: argparse.Namespace) -> int:
-    from trainkit import checkpoint, config, data, models, shapes
+    from trainkit import config, data, models, shapes, trained
 
     if args.ckpt:
-        ckpt = checkpoint.load_checkpoint(args.ckpt)
-        ckpt["config"] = config.apply_overrides(ckpt["config"], args.overrides, {})
-        cfg, model = checkpoint.rebuild(ckpt, args.ckpt)
+        t = trained.load_trained(args.ckpt, args.overrides, device="cpu")
+        cfg, model = t.cfg, t.model
     else:
         cfg = config.load_config(args.config, args.overrides)
         model = models.build_model(cfg.model, seed=cfg.seed)
@@ -215,7 +215,7 @@ def cmd_inspect_shapes(args: argparse.Namespace) -> int:
             d = data.build_data(cfg.data, cfg.seed, torch.device("cpu"), train=False)
         except DataError as exc:
             raise DataError(f"{exc} (or give --input-size C H W)") from None
-        size = data.first_sample_shape(d.val_set, "data.transforms.val")
+        size = d.input_shape
     report = shapes.collect(model, size)
     print(shapes.format_report(report))
     return 1 if report.failure else 0
@@ -244,7 +244,7 @@ def cmd_visdom(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from trainkit import config, plots
     from trainkit.errors import RunDirError
-    from trainkit.loggers import read_jsonl
+    from trainkit.rundir import read_jsonl
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.yaml").is_file():
@@ -253,8 +253,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
     records = read_jsonl(run_dir / "metrics.jsonl")
     if not records:
         raise RunDirError(f"{run_dir}: metrics.jsonl has no epochs to plot")
-    vis = cfg.log.visdom
-    vis.server, vis.port = args.server or vis.server, args.port or vis.port
+    vis = dataclasses.replace(
+        cfg.log.visdom, server=args.server or cfg.log.visdom.server, port=args.port or cfg.log.visdom.port
+    )
     env = args.env or vis.env or cfg.name
     sent = plots.replay(records, (run_dir / "config.yaml").read_text(), vis, env)
     print(f"sent {sent} epochs of {run_dir} to {vis.server}:{vis.port}, env {env}")

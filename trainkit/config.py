@@ -17,16 +17,11 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from trainkit.errors import ConfigError
+from trainkit.errors import ConfigError, describe, join_key, key_error, printable, suggest
 from trainkit.schema import Config
-from trainkit.specs import describe, key_error, printable, suggest
 from trainkit.yamlio import parse_yaml
 
 # --------------------------------------------------------------------------- validation
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else str(key)
 
 
 def _expected(hint: Any) -> str:
@@ -92,7 +87,7 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
             for k, v in value.items():
                 if not isinstance(k, str):
                     raise key_error(path, f"keys must be strings, got {describe(k)}")
-                out[k] = _coerce(v, item, _join(path, k))
+                out[k] = _coerce(v, item, join_key(path, k))
             return out
     elif hint is bool:
         if isinstance(value, bool):
@@ -129,11 +124,11 @@ def _build(cls: type, raw: Any, path: str) -> Any:
         if not isinstance(key, str):
             raise key_error(path, f"keys must be strings, got {describe(key)}")
         if key in known and key != extra_field:
-            values[key] = _coerce(value, hints[key], _join(path, key))
+            values[key] = _coerce(value, hints[key], join_key(path, key))
         elif extra_field:
             extra[key] = value
         else:
-            raise key_error(_join(path, key), f"unknown key{suggest(key, known)}")
+            raise key_error(join_key(path, key), f"unknown key{suggest(key, known)}")
     if extra_field:
         values[extra_field] = extra
     obj = cls(**values)
@@ -242,6 +237,14 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise ConfigError(f"{path}: the top level must be a mapping of keys, got {describe(raw)}")
     origins = {k: f"{path}:{line}" for k, line in lines.items()}
     return from_dict(apply_overrides(raw, overrides, origins), origins)
+
+
+def default_of(dotted: str) -> Any:
+    """The schema's default of a key, e.g. `default_of("data.dataset")`."""
+    node: Any = Config()
+    for key in dotted.split("."):
+        node = getattr(node, key)
+    return node
 
 
 def dump_config(cfg: Config) -> str:

@@ -1,28 +1,29 @@
-"""The data side of a run: transforms from specs, loaders, the cached path, and `build_data`.
+"""The data side of a run: transforms from specs, and `build_data`, which opens the datasets and their loaders.
 
 Transforms use torchvision.transforms.v2; `ToTensor` is v2's recommended
 equivalent of v1's (ToImage + ToDtype(float32, scale=True)). Datasets live in
-`images`, samplers in `samplers`.
+`images`, samplers in `samplers`, the two loaders in `loaders` and `cache`.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 import os
-import random
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from trainkit import specs
 from trainkit.errors import ConfigError, DataError
 from trainkit.images import BadSample, open_dataset
-from trainkit.samplers import EpochSampler, SeededSamples, build_sampler, epoch_seed, expected_mix
+from trainkit.loaders import BadImages, Loader, SampleLoader, bad_image_message
+from trainkit.samplers import EpochSampler, SeededSamples, expected_mix, train_order, val_order
+from trainkit.schema import DataConfig
 
 # --------------------------------------------------------------------------- transforms
 
@@ -42,7 +43,7 @@ def normalize_of(calls: list[specs.Call]) -> specs.Call | None:
     return next((c for c in calls if c.name == "Normalize"), None)
 
 
-def val_calls(cfg: Any) -> list[specs.Call]:
+def val_calls(cfg: DataConfig) -> list[specs.Call]:
     """The val transforms: as given, or ToTensor plus the Normalize of train."""
     if cfg.transforms.val_calls is not None:
         return cfg.transforms.val_calls
@@ -51,7 +52,7 @@ def val_calls(cfg: Any) -> list[specs.Call]:
     return calls + ([norm] if norm else [])
 
 
-def train_calls(cfg: Any) -> list[specs.Call]:
+def train_calls(cfg: DataConfig) -> list[specs.Call]:
     return cfg.transforms.train_calls or [specs.Call("ToTensor", path="data.transforms.train")]
 
 
@@ -65,88 +66,59 @@ def unnormalize(images: torch.Tensor, calls: list[specs.Call]) -> torch.Tensor:
     return images * std + mean
 
 
-# --------------------------------------------------------------------------- loaders
-
-
-def collate(batch: list[tuple[Any, int]]) -> tuple[Any, Any, list[str]]:
-    """Stack the good samples; hand bad files' paths back beside them."""
-    good = [s for s in batch if not isinstance(s[0], BadSample)]
-    bad = [f"{s[0].path} ({s[0].reason})" for s in batch if isinstance(s[0], BadSample)]
-    if not good:
-        return None, None, bad
-    images, labels = default_collate(good)
-    return images, labels, bad
-
-
-def seed_worker(worker_id: int) -> None:
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
+# --------------------------------------------------------------------------- the data of a run
 
 
 @dataclass
 class Data:
-    """Everything the engine needs from the data side."""
+    """Everything the run needs from the data side: classes, datasets and their two loaders."""
 
-    cfg: Any
+    cfg: DataConfig
     seed: int
     classes: list[str]
-    train_set: Dataset | None
+    train_set: SeededSamples | None
     val_set: Dataset
-    train_loader: DataLoader | None
-    val_loader: DataLoader
+    train_loader: Loader | None
+    val_loader: Loader
     train_calls: list[specs.Call]
+    bad: BadImages
     mix: list[float] = field(default_factory=list)
-    skipped: int = 0
     notes: list[str] = field(default_factory=list)  # said once at start (cache, per-sample fallbacks)
-    lockstep: bool = False  # under DDP every rank must take every training step, even one with no good image
-    sample_shape: tuple[int, ...] = ()  # one training sample's shape, for the empty batch of such a step
 
     @property
     def steps_per_epoch(self) -> int:
         """Batches in a whole training epoch."""
-        n, bs = self.train_loader.sampler.total, self.train_loader.batch_size
-        return n // bs if self.train_loader.drop_last else -(-n // bs)
+        assert self.train_loader is not None, "built with train=False"
+        return self.train_loader.steps_per_epoch
 
-    def batches(self, loader: DataLoader, epoch: int, skip: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Iterate one epoch of `loader` from batch `skip`, seeded by (seed, epoch); bad files raise or are skipped."""
-        if isinstance(loader.sampler, EpochSampler):
-            loader.sampler.set_epoch(epoch, skip * loader.batch_size)
-        if loader.generator is not None:  # worker seeds
-            loader.generator.manual_seed(epoch_seed(self.seed, epoch) + 1)
-        for images, labels, bad in loader:
-            if bad:
-                if self.cfg.on_bad_image == "error":
-                    raise DataError(
-                        f"cannot decode image {bad[0]}; remove or replace the file, or set data.on_bad_image: skip"
-                    )
-                self.skipped += len(bad)
-            if images is not None:
-                yield images, labels
-            elif self.lockstep and loader is self.train_loader:  # an empty batch: this rank still steps
-                yield torch.empty((0, *self.sample_shape)), torch.empty(0, dtype=torch.long)
+    @property
+    def skipped(self) -> int:
+        """Undecodable files skipped since the count was last taken (`data.on_bad_image: skip`)."""
+        return self.bad.count
+
+    @functools.cached_property
+    def sample_shape(self) -> tuple[int, ...]:
+        """One training sample's shape after data.transforms.train."""
+        assert self.train_set is not None, "built with train=False"
+        with torch.random.fork_rng(devices=[]):  # a random transform must not move the run's RNG
+            return first_sample_shape(self.train_set, "data.transforms.train")
+
+    @functools.cached_property
+    def input_shape(self) -> tuple[int, ...]:
+        """One val sample's shape after data.transforms.val: what the model sees when evaluated."""
+        return first_sample_shape(self.val_set, "data.transforms.val")
+
+    def train_through_val_transforms(self) -> Dataset:
+        """The training images through the val transforms: the data as it is, without augmentation."""
+        assert self.train_set is not None, "built with train=False"
+        ds = copy.copy(self.train_set.ds)
+        ds.transform = build_transform(val_calls(self.cfg))
+        return ds
 
     def mix_line(self) -> str:
         parts = [f"{c} {p:.1%}" for c, p in zip(self.classes, self.mix)]
         shown = ", ".join(parts[:20]) + (", ..." if len(parts) > 20 else "")
         return f"expected class mix ({self.cfg.sampler.type} sampler): {shown}"
-
-
-def _loader(cfg: Any, ds: Dataset, batch_size: int, sampler: Any, device: torch.device, gen: Any, train: bool):
-    workers = cfg.num_workers
-    return DataLoader(
-        ds,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        pin_memory=cfg.pin_memory if cfg.pin_memory is not None else device.type == "cuda",
-        persistent_workers=cfg.persistent_workers and workers > 0,
-        drop_last=cfg.drop_last and train,
-        prefetch_factor=cfg.prefetch_factor if workers > 0 else None,
-        collate_fn=collate,
-        generator=gen,
-        worker_init_fn=seed_worker,
-    )
 
 
 def targets_of(ds: Dataset) -> list[int]:
@@ -170,19 +142,14 @@ def subset_indices(n: int, size: int, seed: int) -> list[int]:
 
 
 def _cached_loader(
-    cfg: Any,
+    cfg: DataConfig,
     ds: Dataset,
     key: str,
-    transform: Any,
-    sampler_cfg: Any,
-    seed: int,
+    order: Callable[[list[int]], EpochSampler | range],
     device: torch.device,
-    classes: list[str],
     notes: list[str],
     train: bool,
-    rank: int = 0,
-    world: int = 1,
-) -> Any:
+) -> Loader:
     """A CachedLoader over `ds`; bad files raise or are dropped here, once."""
     from trainkit.augment import BatchAugment
     from trainkit.cache import CachedLoader, cache_dataset
@@ -190,30 +157,21 @@ def _cached_loader(
     cached = cache_dataset(ds, cfg.cache, cfg.cache_dir, os.cpu_count() or 1, key)
     if cached.skipped:
         if cfg.on_bad_image == "error":
-            raise DataError(
-                f"cannot decode image {cached.skipped[0]}; remove or replace the file, or set data.on_bad_image: skip"
-            )
+            raise DataError(bad_image_message(cached.skipped[0]))
         notes.append(f"{key}: skipped {len(cached.skipped)} undecodable images, e.g. {cached.skipped[0]}")
     n, size = len(cached.targets), tuple(cached.images.shape[1:])
     notes.append(f"{key}: {n} images of {size} cached ({cached.source}, {cached.seconds:.1f}s)")
-    augment = BatchAugment(transform, device)
+    augment = BatchAugment(ds.transform, device)
     if augment.fallbacks:
         notes.append(
             f"{key}: per-sample fallback for {', '.join(augment.fallbacks)} (no batched form); the rest runs batched"
         )
-    if train:
-        gen = torch.Generator()
-        sampler = EpochSampler(
-            build_sampler(sampler_cfg, cached.targets.tolist(), classes, gen), gen, seed, rank, world
-        )
-    else:
-        sampler = range(rank, n, world)  # every val image on exactly one rank
-    batch = cfg.batch_size if train else (cfg.val_batch_size or cfg.batch_size)
-    return CachedLoader(cached, sampler, batch, cfg.drop_last and train, augment, device)
+    batch = cfg.batch_size if train else cfg.eval_batch_size
+    return CachedLoader(cached, order(cached.targets.tolist()), batch, cfg.drop_last and train, augment, device)
 
 
 def build_data(
-    cfg: Any,
+    cfg: DataConfig,
     seed: int,
     device: torch.device,
     classes: list[str] | None = None,
@@ -226,7 +184,9 @@ def build_data(
     Under DDP (`world` > 1) each rank gets its shard of the training order and every val image exactly once.
     """
     tcalls = train_calls(cfg)
-    train_set = train_loader = None
+    bad = BadImages(cfg.on_bad_image)
+    train_set: SeededSamples | None = None
+    train_loader: Loader | None = None
     mix: list[float] = []
     notes: list[str] = []
     if train:
@@ -235,30 +195,38 @@ def build_data(
             select(raw, subset_indices(len(raw), cfg.subset, seed))
         train_set = SeededSamples(raw)
         classes = list(train_set.classes)
-        targets = targets_of(train_set)
-        mix = expected_mix(cfg.sampler, targets, classes)
+        mix = expected_mix(cfg.sampler, targets_of(train_set), classes)
+        known = classes
+
+        def order(targets: list[int]) -> EpochSampler:
+            return train_order(cfg.sampler, targets, known, seed, rank, world)
+
         if cfg.cache != "none":
-            train_loader = _cached_loader(
-                cfg, raw, "data.train", raw.transform, cfg.sampler, seed, device, classes, notes, True, rank, world
-            )
+            train_loader = _cached_loader(cfg, raw, "data.train", order, device, notes, True)
         else:
-            order_gen = torch.Generator()
-            sampler = EpochSampler(
-                build_sampler(cfg.sampler, targets, classes, order_gen), order_gen, seed, rank, world
+            shape = functools.partial(first_sample_shape, train_set, "data.transforms.train")
+            train_loader = SampleLoader(
+                train_set,
+                order(targets_of(train_set)),
+                cfg.batch_size,
+                cfg,
+                device,
+                seed,
+                bad,
+                drop_last=cfg.drop_last,
+                empty_shape=shape if world > 1 else None,
             )
-            train_loader = _loader(cfg, train_set, cfg.batch_size, sampler, device, torch.Generator(), True)
     val_set = open_dataset(cfg, "val", build_transform(val_calls(cfg)), classes)
     classes = list(val_set.classes) if classes is None else classes
     if cfg.cache != "none":
         val_loader = _cached_loader(
-            cfg, val_set, "data.val", val_set.transform, None, seed, device, classes, notes, False, rank, world
+            cfg, val_set, "data.val", lambda targets: val_order(len(targets), rank, world), device, notes, False
         )
     else:
-        val_order = range(rank, len(val_set), world)  # every val image on exactly one rank, none padded
-        val_loader = _loader(cfg, val_set, cfg.val_batch_size or cfg.batch_size, val_order, device, None, False)
-    return Data(
-        cfg, seed, classes, train_set, val_set, train_loader, val_loader, tcalls, mix, notes=notes, lockstep=world > 1
-    )
+        val_loader = SampleLoader(
+            val_set, val_order(len(val_set), rank, world), cfg.eval_batch_size, cfg, device, seed, bad
+        )
+    return Data(cfg, seed, classes, train_set, val_set, train_loader, val_loader, tcalls, bad, mix, notes)
 
 
 def first_sample_shape(ds: Dataset, key: str) -> tuple[int, ...]:
@@ -278,6 +246,7 @@ def sample_grid(data: Data, count: int = 64) -> torch.Tensor:
     from torchvision.utils import make_grid
 
     ds = data.train_set
+    assert ds is not None, "built with train=False"
     gen = torch.Generator().manual_seed(data.seed)
     idx = torch.randperm(len(ds), generator=gen)[: min(count, len(ds))].tolist()
     with torch.random.fork_rng(devices=[]):

@@ -1,4 +1,9 @@
-"""User-facing error types, one per area. `cli` maps each to exit code 2."""
+"""User-facing error types, one per area (`cli` maps each to exit code 2), and the helpers their messages share."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
 
 
 class TrainkitError(Exception):
@@ -9,6 +14,8 @@ class TrainkitError(Exception):
 
 class ConfigError(TrainkitError):
     """A bad config file, `--set` override or command-line argument."""
+
+    key: str | None = None  # the key path it is about, when known (for the file:line lookup)
 
 
 class DataError(TrainkitError):
@@ -31,3 +38,43 @@ class TrainingError(Exception):
     """A runtime failure during training (NaN loss, a failed save): exit code 1."""
 
     exit_code = 1
+
+
+# --------------------------------------------------------------------------- message helpers
+
+
+def suggest(name: str, candidates: list[str] | set[str], n: int = 3) -> str:
+    """Return ``"; did you mean 'x'?"`` for the closest candidates, or ``""``."""
+    lowered = {c.lower(): c for c in candidates}
+    if name.lower() in lowered:
+        close = [lowered[name.lower()]]
+    else:
+        close = difflib.get_close_matches(name, sorted(candidates), n=n, cutoff=0.6)
+    if not close:
+        return ""
+    return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
+def describe(value: Any) -> str:
+    """Short description of a user value for an error message."""
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def printable(text: str) -> str:
+    """`text` with newlines and other control characters escaped, so a message stays one line."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
+def join_key(path: str, key: str) -> str:
+    """`path.key`, or `key` at the top level."""
+    return f"{path}.{key}" if path else str(key)
+
+
+def key_error(path: str, message: str) -> ConfigError:
+    """A ConfigError that knows the key path it is about (for line lookup)."""
+    err = ConfigError(f"{printable(path)}: {message}" if path else message)
+    err.key = path
+    return err

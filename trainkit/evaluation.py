@@ -1,16 +1,19 @@
-"""Evaluation: `evaluate` over batches, test-time augmentation, and `eval_checkpoint` for `trainkit eval`."""
+"""Evaluation: `evaluate` over batches, test-time augmentation, and `trainkit eval`'s result and report."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainkit import checkpoint, config, data, devices, metrics, optim
+from trainkit import devices, metrics, optim
 from trainkit.errors import ConfigError
-from trainkit.metrics import EpochMeters
+from trainkit.loaders import epoch_batches
+from trainkit.metrics import EpochMeters, fmt_pct
+from trainkit.trained import load_trained
 
 
 def predict(net: nn.Module, x: torch.Tensor, tta: str = "off") -> torch.Tensor:
@@ -43,7 +46,7 @@ def predict(net: nn.Module, x: torch.Tensor, tta: str = "off") -> torch.Tensor:
 @torch.inference_mode()
 def evaluate(
     net: nn.Module,
-    batches: Any,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     loss_fn: nn.Module,
     device: torch.device,
     num_classes: int,
@@ -70,33 +73,22 @@ def evaluate(
 
 def eval_checkpoint(path: str, data_dir: str | None = None, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     """Rebuild model and val data from a checkpoint alone and evaluate them as training did."""
-    ckpt = checkpoint.load_checkpoint(path)
-    raw = ckpt["config"]
-    if data_dir is not None:
-        key = "val" if raw.get("data", {}).get("dataset", "imagefolder") == "imagefolder" else "root"
-        raw.setdefault("data", {})[key] = data_dir
-    raw = config.apply_overrides(raw, overrides, {})
-    ckpt["config"] = raw
-    cfg, model = checkpoint.rebuild(ckpt, path)
-    device = devices.select_device(cfg.device)
-    classes = list(ckpt["classes"])
-    d = data.build_data(cfg.data, cfg.seed, device, classes=classes, train=False)
-    loss_fn = optim.build_loss(cfg.train.loss, classes).to(device)
-    model.to(device)
-    fmt = devices.channels_last(cfg, model)  # the memory format and autocast training evaluated in: the same numbers
-    if fmt:
-        model.to(memory_format=torch.channels_last)
-    batches = d.batches(d.val_loader, 0)
-    meters = evaluate(model, batches, loss_fn, device, len(classes), fmt, cfg.train.amp, cfg.eval.tta)
+    t = load_trained(path, overrides, data_dir)
+    d = t.val_data()
+    loss_fn = optim.build_loss(t.cfg.train.loss, t.classes).to(t.device)
+    meters = evaluate(
+        t.model, epoch_batches(d.val_loader, 0), loss_fn, t.device, len(t.classes), t.channels_last, t.amp, t.tta
+    )
     result, conf = meters.summary(), meters.confusion_matrix()
     if d.skipped:
         result["bad_images"] = d.skipped
     pc = metrics.per_class(conf)
+    classes = t.classes
     return {
         "checkpoint": str(path),
-        "epoch": ckpt["epoch"],
-        "tta": cfg.eval.tta,
-        "weights": "ema" if ckpt.get("ema") else "model",
+        "epoch": t.epoch,
+        "tta": t.tta,
+        "weights": t.weights,
         "val_loss": result["loss"],
         "val_acc": result["acc"],
         **({"val_acc5": result["acc5"]} if "acc5" in result else {}),
@@ -112,5 +104,40 @@ def eval_checkpoint(path: str, data_dir: str | None = None, overrides: tuple[str
             for i, c in enumerate(classes)
         },
         "confusion": conf.tolist(),
-        "most_confused": [{"true": t, "predicted": p, "count": n} for t, p, n in metrics.most_confused(conf, classes)],
+        "most_confused": [{"true": a, "predicted": b, "count": n} for a, b, n in metrics.most_confused(conf, classes)],
     }
+
+
+def format_eval(result: dict[str, Any]) -> str:
+    """The eval report: summary, per-class table, confusion matrix with class names, top confusions."""
+    classes = result["classes"]
+    tta = result.get("tta", "off")
+    lines = [
+        f"checkpoint {result['checkpoint']} (epoch {result['epoch']}), {result['samples']} images"
+        + (f", test-time augmentation: {tta}" if tta != "off" else "")
+        + (", the moving average of the weights (train.ema)" if result.get("weights") == "ema" else "")
+    ]
+    lines.append(
+        f"loss {result['val_loss']:.4f}  top-1 {fmt_pct(result['val_acc'])}  top-5 {fmt_pct(result.get('val_acc5'))}"
+    )
+    width = max(len(c) for c in classes + ["class"])
+    lines.append("")
+    lines.append(f"{'class'.ljust(width)}  accuracy  precision  recall   support")
+    for c in classes:
+        m = result["per_class"][c]
+        lines.append(
+            f"{c.ljust(width)}  {fmt_pct(m['accuracy']):>8}  {fmt_pct(m['precision']):>9}  "
+            f"{fmt_pct(m['recall']):>7}  {m['support']:>7}"
+        )
+    conf = result["confusion"]
+    cell = max(5, max(len(str(v)) for row in conf for v in row) + 1)
+    lines.append("")
+    lines.append("confusion matrix (rows: true class, columns: predicted)")
+    lines.append(" " * width + "".join(c[: cell - 1].rjust(cell) for c in classes))
+    for c, row in zip(classes, conf):
+        lines.append(c.ljust(width) + "".join(str(v).rjust(cell) for v in row))
+    lines.append("")
+    pairs = result["most_confused"]
+    lines.append("most confused pairs (true -> predicted):" + ("" if pairs else " none"))
+    lines += [f"  {p['true']} -> {p['predicted']}: {p['count']}" for p in pairs]
+    return "\n".join(lines)

@@ -1,19 +1,20 @@
-"""Where metrics go: the console (tqdm or plain lines) and metrics.jsonl.
-
-Every sink has the same four methods; the engine calls them directly through
-`Loggers`, a plain list, so adding a sink never touches the loop.
-"""
+"""The sinks of every run, the console (tqdm or plain lines) and metrics.jsonl, and `build`, which
+chooses a run's sinks from `cfg.log` and the rank (the interface is in `sinks`)."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
 from tqdm import tqdm
+
+from trainkit.metrics import fmt_pct
+from trainkit.schema import Config
+from trainkit.sinks import Sink, Sinks
 
 
 def _columns() -> int:
@@ -24,11 +25,7 @@ def _columns() -> int:
         return int(os.environ.get("TRAINKIT_TERMINAL_COLUMNS", "0") or 0)
 
 
-def fmt_pct(x: float | None) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}%"
-
-
-class Console:
+class Console(Sink):
     """A tqdm bar per epoch on a terminal, plain lines every N steps otherwise; a summary line per epoch."""
 
     def __init__(self, mode: str = "auto", stream: TextIO | None = None) -> None:
@@ -39,7 +36,7 @@ class Console:
         self.bar: tqdm | None = None
         self.epochs = 0
 
-    def print(self, text: str) -> None:
+    def message(self, text: str) -> None:
         if self.bar is not None:
             self.bar.write(text, file=self.stream)
         else:
@@ -69,9 +66,9 @@ class Console:
             self.bar.set_postfix(postfix, refresh=True)
         elif self.mode == "lines":
             text = " ".join(f"{k} {v}" for k, v in postfix.items())
-            self.print(f"epoch {epoch}/{self.epochs} step {step}/{steps} {text}")
+            self.message(f"epoch {epoch}/{self.epochs} step {step}/{steps} {text}")
 
-    def end_epoch(self, record: dict[str, Any]) -> None:
+    def end_epoch(self, record: dict[str, Any], confusion: np.ndarray | None) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
@@ -97,96 +94,32 @@ class Console:
             self.bar = None
 
 
-class Jsonl:
+class Jsonl(Sink):
     """One JSON line per epoch in metrics.jsonl, flushed as it is written."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def begin_epoch(self, epoch: int, epochs: int, steps: int) -> None:
-        pass
-
-    def step(self, epoch: int, step: int, steps: int, stats: dict[str, Any]) -> None:
-        pass
-
-    def end_epoch(self, record: dict[str, Any]) -> None:
+    def end_epoch(self, record: dict[str, Any], confusion: np.ndarray | None) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, allow_nan=True) + "\n")
 
-    def close(self) -> None:
-        pass
+
+def warn(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The records of a metrics.jsonl; a torn last line (from a kill) is ignored."""
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return out
+def build(cfg: Config, run_dir: Path, main: bool, resumed: bool) -> Sinks:
+    """The sinks of a run: none but on rank 0 (only it prints, plots and writes)."""
+    if not main:
+        return Sinks([])
+    sinks: list[Sink] = [Console(cfg.log.progress), Jsonl(run_dir / "metrics.jsonl")]
+    if cfg.log.visdom.enabled:
+        from trainkit.plots import VisdomSink
 
+        sinks.append(VisdomSink(cfg.log.visdom, cfg.log.visdom.env or cfg.name, resume=resumed, warn=warn))
+    if cfg.log.tensorboard.enabled:
+        from trainkit.tensorboard_sink import TensorBoardSink
 
-def truncate_jsonl(path: Path, epochs: int) -> None:
-    """Keep the records of the first `epochs` epochs: the ones a resumed checkpoint has seen."""
-    kept = [r for r in read_jsonl(path) if r.get("epoch", 0) <= epochs]
-    if path.exists():
-        path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-
-
-class Loggers(list):
-    """Fan-out to every sink."""
-
-    def begin_epoch(self, *args: Any) -> None:
-        for sink in self:
-            sink.begin_epoch(*args)
-
-    def step(self, *args: Any) -> None:
-        for sink in self:
-            sink.step(*args)
-
-    def end_epoch(self, record: dict[str, Any]) -> None:
-        for sink in self:
-            sink.end_epoch(record)
-
-    def close(self) -> None:
-        for sink in self:
-            sink.close()
-
-
-def format_eval(result: dict[str, Any]) -> str:
-    """The eval report: summary, per-class table, confusion matrix with class names, top confusions."""
-    classes = result["classes"]
-    tta = result.get("tta", "off")
-    lines = [
-        f"checkpoint {result['checkpoint']} (epoch {result['epoch']}), {result['samples']} images"
-        + (f", test-time augmentation: {tta}" if tta != "off" else "")
-        + (", the moving average of the weights (train.ema)" if result.get("weights") == "ema" else "")
-    ]
-    lines.append(
-        f"loss {result['val_loss']:.4f}  top-1 {fmt_pct(result['val_acc'])}  top-5 {fmt_pct(result.get('val_acc5'))}"
-    )
-    width = max(len(c) for c in classes + ["class"])
-    lines.append("")
-    lines.append(f"{'class'.ljust(width)}  accuracy  precision  recall   support")
-    for c in classes:
-        m = result["per_class"][c]
-        lines.append(
-            f"{c.ljust(width)}  {fmt_pct(m['accuracy']):>8}  {fmt_pct(m['precision']):>9}  "
-            f"{fmt_pct(m['recall']):>7}  {m['support']:>7}"
-        )
-    conf = result["confusion"]
-    cell = max(5, max(len(str(v)) for row in conf for v in row) + 1)
-    lines.append("")
-    lines.append("confusion matrix (rows: true class, columns: predicted)")
-    lines.append(" " * width + "".join(c[: cell - 1].rjust(cell) for c in classes))
-    for c, row in zip(classes, conf):
-        lines.append(c.ljust(width) + "".join(str(v).rjust(cell) for v in row))
-    lines.append("")
-    pairs = result["most_confused"]
-    lines.append("most confused pairs (true -> predicted):" + ("" if pairs else " none"))
-    lines += [f"  {p['true']} -> {p['predicted']}: {p['count']}" for p in pairs]
-    return "\n".join(lines)
+        sinks.append(TensorBoardSink(cfg.log.tensorboard, run_dir, cfg.train.log_every))
+    return Sinks(sinks)

@@ -1,4 +1,4 @@
-"""Epoch meters on top of torchnet: the only module that imports torchnet.
+"""Epoch meters on top of torchnet (the only module that imports it), and their sums over DDP ranks.
 
 Each step only appends detached device tensors to a buffer; every
 `flush_every` steps (and when read) the buffer goes to the host in one
@@ -8,12 +8,15 @@ step beyond what the progress display needs.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
 import numpy as np
 import torch
 from torchnet import meter
+
+from trainkit import distributed
 
 
 class EpochMeters:
@@ -118,6 +121,27 @@ def summary_from(state: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def summarize(
+    meters: EpochMeters, dist: distributed.Dist, device: torch.device, confusion: bool = False
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """The meters' summary (and confusion matrix), summed over every rank under DDP."""
+    if not dist.enabled:
+        return meters.summary(), meters.confusion_matrix() if confusion else None
+    return summary_from(reduced_state(meters, dist, device)), (
+        distributed.all_sum_array(meters.confusion_matrix(), device) if confusion else None
+    )
+
+
+def reduced_state(meters: EpochMeters, dist: distributed.Dist, device: torch.device) -> dict[str, Any]:
+    """`meters.state()` summed over ranks (rank 0's elapsed time)."""
+    st = meters.state()
+    if not dist.enabled:
+        return st
+    keys = sorted(st["errors"], key=int)
+    sums = distributed.all_sum([st["loss_sum"], st["samples"], *(st["errors"][k] for k in keys)], device)
+    return {**st, "loss_sum": sums[0], "samples": int(round(sums[1])), "errors": dict(zip(keys, sums[2:]))}
+
+
 def per_class(conf: np.ndarray) -> dict[str, list[float]]:
     """Per-class accuracy (= recall) and precision from a confusion matrix."""
     tp = np.diag(conf).astype(float)
@@ -136,3 +160,8 @@ def most_confused(conf: np.ndarray, classes: list[str], n: int = 5) -> list[tupl
     flat = np.argsort(off, axis=None)[::-1][:n]
     pairs = [np.unravel_index(i, off.shape) for i in flat]
     return [(classes[t], classes[p], int(off[t, p])) for t, p in pairs if off[t, p] > 0]
+
+
+def fmt_pct(x: float | None) -> str:
+    """A fraction as a percentage with two decimals; `-` for none."""
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}%"

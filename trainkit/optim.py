@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from trainkit import specs
-from trainkit.errors import ConfigError
+from trainkit.errors import ConfigError, suggest
 
 
 def param_groups(model: nn.Module, cfg: Any) -> list[dict]:
@@ -26,7 +26,7 @@ def param_groups(model: nn.Module, cfg: Any) -> list[dict]:
             names = [n for n, _ in params]
             raise ConfigError(
                 f"optim.groups[{i}].params: {', '.join(map(repr, group.patterns))} matches no trainable parameter "
-                f"left by the groups before it{specs.suggest(group.patterns[0], names)}; the names are like "
+                f"left by the groups before it{suggest(group.patterns[0], names)}; the names are like "
                 f"{', '.join(names[:4])}{', ...' if len(names) > 4 else ''} (see `trainkit inspect-shapes`)"
             )
         taken.update(n for n, _ in hits)
@@ -89,9 +89,7 @@ def build_loss(cfg: Any, classes: list[str]) -> nn.Module:
     if isinstance(weight, dict):
         for name in weight:
             if name not in classes:
-                raise ConfigError(
-                    f"train.loss.weight.{name}: no class named {name!r}{specs.suggest(str(name), classes)}"
-                )
+                raise ConfigError(f"train.loss.weight.{name}: no class named {name!r}{suggest(str(name), classes)}")
         kwargs["weight"] = torch.tensor([float(weight.get(c, 1.0)) for c in classes])
     elif isinstance(weight, list):
         if len(weight) != len(classes):

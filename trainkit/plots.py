@@ -1,6 +1,6 @@
 """Live plots on a visdom server: the only module that imports visdom.
 
-`VisdomSink` has the same methods as the other sinks in `loggers`. Every
+`VisdomSink` is a `sinks.Sink`. Every
 update is put on a bounded queue and sent by one background thread, so a slow
 or missing server never blocks or breaks training: when the queue is full the
 update is dropped (and counted). When the server cannot be reached at start,
@@ -21,6 +21,11 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
+
+from trainkit.errors import TrainingError
+from trainkit.schema import VisdomConfig
+from trainkit.sinks import RunInfo, Sink
 
 WINDOWS = {
     "loss": "loss",
@@ -66,11 +71,14 @@ def start_command(server: str, port: int) -> str:
     )
 
 
-class VisdomSink:
+class VisdomSink(Sink):
     """Plots a run into the visdom env `env`; never raises into the training loop."""
 
-    def __init__(self, cfg: Any, env: str, resume: bool, warn: Callable[[str], None], maxsize: int = 256) -> None:
+    def __init__(
+        self, cfg: VisdomConfig, env: str, resume: bool, warn: Callable[[str], None], maxsize: int = 256
+    ) -> None:
         self.env = env
+        self.classes: list[str] = []
         self.resume = resume
         self.every = cfg.log_every
         self.ready: set[str] = set()  # windows this process has drawn into
@@ -125,8 +133,11 @@ class VisdomSink:
 
     # ---- the sink interface
 
-    def begin_epoch(self, epoch: int, epochs: int, steps: int) -> None:
-        pass
+    def start(self, info: RunInfo) -> None:
+        self.classes = list(info.classes)
+        self.text(info.config_text)
+        if info.grid is not None:
+            self.images(info.grid)
 
     def step(self, epoch: int, step: int, steps: int, stats: dict[str, Any]) -> None:
         if step % self.every and step != steps:
@@ -135,7 +146,7 @@ class VisdomSink:
         loss = stats["loss"]
         self._submit(lambda: self._line("step_loss", global_step, loss, "train", "step"))
 
-    def end_epoch(self, record: dict[str, Any]) -> None:
+    def end_epoch(self, record: dict[str, Any], confusion: np.ndarray | None) -> None:
         epoch = record["epoch"]
         for win, keys in EPOCH_TRACES.items():
             for key in keys:
@@ -143,6 +154,8 @@ class VisdomSink:
                     name = key.split("_")[0] if len(keys) > 1 else win
                     value = record[key]
                     self._submit(lambda w=win, v=value, n=name: self._line(w, epoch, v, n, "epoch"))
+        if confusion is not None:
+            self.confusion(confusion, self.classes)
 
     def confusion(self, matrix: np.ndarray, classes: list[str]) -> None:
         opts = {
@@ -156,7 +169,7 @@ class VisdomSink:
         m = np.asarray(matrix, dtype=float)  # rows: true class, columns: predicted class
         self._submit(lambda: self.client.heatmap(X=m, win="confusion", env=self.env, opts=opts))
 
-    def images(self, grid: Any) -> None:
+    def images(self, grid: torch.Tensor) -> None:
         arr = grid.detach().cpu().numpy()
         opts = {"title": WINDOWS["samples"], "width": 360, "height": 380}
         self._submit(lambda: self.client.image(arr, win="samples", env=self.env, opts=opts))
@@ -177,18 +190,16 @@ class VisdomSink:
         self.thread = None
 
 
-def replay(records: list[dict[str, Any]], yaml_text: str | None, cfg: Any, env: str) -> int:
+def replay(records: list[dict[str, Any]], yaml_text: str | None, cfg: VisdomConfig, env: str) -> int:
     """Send a finished run's metrics to visdom (`trainkit plot`); returns the number of epochs sent."""
     sink = VisdomSink(cfg, env, resume=False, warn=lambda msg: None)
     if sink.client is None:
-        from trainkit.errors import TrainingError
-
         raise TrainingError(
             f"no visdom server at {cfg.server}:{cfg.port}; start one with `{start_command(cfg.server, cfg.port)}`"
         )
     if yaml_text:
         sink.text(yaml_text)
     for record in records:
-        sink.end_epoch(record)
+        sink.end_epoch(record, None)
     sink.close(timeout=60.0)
     return len(records)

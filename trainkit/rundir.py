@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from trainkit.errors import RunDirError
-from trainkit.loggers import truncate_jsonl
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl; a torn last line (from a kill) is ignored."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return out
+
+
+def truncate_jsonl(path: Path, epochs: int) -> None:
+    """Keep the records of the first `epochs` epochs: the ones a resumed checkpoint has seen."""
+    kept = [r for r in read_jsonl(path) if r.get("epoch", 0) <= epochs]
+    if path.exists():
+        path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "samples.png", "eval.json")
 

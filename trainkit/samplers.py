@@ -9,8 +9,26 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, RandomSampler, Sampler, SequentialSampler, WeightedRandomSampler
 
-from trainkit import specs
-from trainkit.errors import ConfigError
+from trainkit.errors import ConfigError, suggest
+from trainkit.schema import SamplerConfig
+
+
+def num_batches(n: int, batch_size: int, drop_last: bool) -> int:
+    """Batches in an epoch of `n` samples."""
+    return n // batch_size if drop_last else -(-n // batch_size)
+
+
+def val_order(n: int, rank: int = 0, world: int = 1) -> range:
+    """Every val image on exactly one rank, none padded."""
+    return range(rank, n, world)
+
+
+def train_order(
+    cfg: SamplerConfig, targets: list[int], classes: list[str], seed: int, rank: int = 0, world: int = 1
+) -> EpochSampler:
+    """The training order of the configured sampler, seeded per epoch and sharded over ranks."""
+    gen = torch.Generator()
+    return EpochSampler(build_sampler(cfg, targets, classes, gen), gen, seed, rank, world)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -18,20 +36,20 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919) % 2**63
 
 
-def class_weights(cfg: Any, classes: list[str]) -> list[float]:
+def class_weights(cfg: SamplerConfig, classes: list[str]) -> list[float]:
     """Per-class weights of a weighted sampler: balanced, or by name (unnamed classes: 1.0)."""
     if cfg.class_weights == "balanced":
         return [1.0] * len(classes)  # scaled by 1/count in sample_weights
     for name in cfg.class_weights:
         if name not in classes:
             raise ConfigError(
-                f"data.sampler.class_weights.{name}: no class named {name!r}{specs.suggest(name, classes)} "
+                f"data.sampler.class_weights.{name}: no class named {name!r}{suggest(name, classes)} "
                 f"(classes: {', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''})"
             )
     return [float(cfg.class_weights.get(c, 1.0)) for c in classes]
 
 
-def expected_mix(cfg: Any, targets: list[int], classes: list[str]) -> list[float]:
+def expected_mix(cfg: SamplerConfig, targets: list[int], classes: list[str]) -> list[float]:
     """The fraction of draws each class is expected to get from the sampler."""
     counts = np.bincount(np.asarray(targets, dtype=np.int64), minlength=len(classes)).astype(float)
     if cfg.type != "weighted":
@@ -42,7 +60,7 @@ def expected_mix(cfg: Any, targets: list[int], classes: list[str]) -> list[float
     return list(mass / mass.sum())
 
 
-def sample_class_weights(cfg: Any, targets: list[int], classes: list[str]) -> list[float]:
+def sample_class_weights(cfg: SamplerConfig, targets: list[int], classes: list[str]) -> list[float]:
     weights = class_weights(cfg, classes)
     if cfg.class_weights == "balanced":
         counts = np.bincount(np.asarray(targets, dtype=np.int64), minlength=len(classes))
@@ -50,7 +68,7 @@ def sample_class_weights(cfg: Any, targets: list[int], classes: list[str]) -> li
     return weights
 
 
-def build_sampler(cfg: Any, targets: list[int], classes: list[str], generator: torch.Generator) -> Any:
+def build_sampler(cfg: SamplerConfig, targets: list[int], classes: list[str], generator: torch.Generator) -> Any:
     n = len(targets)
     if cfg.type == "sequential":
         return SequentialSampler(range(n))

@@ -11,8 +11,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
-from trainkit import specs
-from trainkit.specs import Call, key_error, suggest
+from trainkit import modelspec, specs
+from trainkit.errors import key_error, suggest
+from trainkit.specs import Call
 
 
 @dataclass
@@ -73,6 +74,10 @@ class DataConfig:
     cache: Literal["none", "memory", "disk"] = "none"
     cache_dir: str | None = None
     subset: int | None = None
+
+    @property
+    def eval_batch_size(self) -> int:
+        return self.val_batch_size or self.batch_size
 
     def _check(self, path: str) -> None:
         for name in ("batch_size", "val_batch_size", "prefetch_factor", "subset"):
@@ -142,8 +147,6 @@ class ModelConfig:
     replacements: dict[str, Any] = field(init=False, default_factory=dict)
 
     def _check(self, path: str) -> None:
-        from trainkit import models
-
         given = [k for k in ("sequential", "moduledict", "torchvision") if getattr(self, k) is not None]
         if len(given) != 1:
             what = "none" if not given else " and ".join(given)
@@ -151,17 +154,17 @@ class ModelConfig:
         if self.forward is not None and self.moduledict is None:
             raise key_error(f"{path}.forward", "only applies to model.moduledict")
         if self.sequential is not None:
-            self.net = models.parse_sequential(self.sequential, f"{path}.sequential")
+            self.net = modelspec.parse_sequential(self.sequential, f"{path}.sequential")
         elif self.moduledict is not None:
-            self.net = models.parse_moduledict(self.moduledict, self.forward, path)
+            self.net = modelspec.parse_moduledict(self.moduledict, self.forward, path)
         else:
-            models.check_torchvision(self.torchvision, self.args, path)
+            modelspec.check_torchvision(self.torchvision, self.args, path)
         layers = specs.nn_layers()
         for name in self.init:
             if name not in layers:
                 raise key_error(f"{path}.init.{name}", f"unknown layer type{suggest(name, set(layers))}")
         self.replacements = {
-            name: models.parse_node(raw, f"{path}.replace.{name}") for name, raw in self.replace.items()
+            name: modelspec.parse_node(raw, f"{path}.replace.{name}") for name, raw in self.replace.items()
         }
 
 
@@ -324,8 +327,15 @@ class VisdomConfig:
 
 
 @dataclass
+class TensorBoardConfig:
+    enabled: bool = False
+    dir: str | None = None  # default: <run_dir>/tb
+
+
+@dataclass
 class LogConfig:
     visdom: VisdomConfig = field(default_factory=VisdomConfig)
+    tensorboard: TensorBoardConfig = field(default_factory=TensorBoardConfig)
     progress: Literal["auto", "bar", "lines", "off"] = "auto"
 
 

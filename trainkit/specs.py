@@ -15,45 +15,12 @@ names its key path, not a stack trace an hour into training.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainkit.errors import ConfigError
-
-
-def suggest(name: str, candidates: list[str] | set[str], n: int = 3) -> str:
-    """Return ``"; did you mean 'x'?"`` for the closest candidates, or ``""``."""
-    lowered = {c.lower(): c for c in candidates}
-    if name.lower() in lowered:
-        close = [lowered[name.lower()]]
-    else:
-        close = difflib.get_close_matches(name, sorted(candidates), n=n, cutoff=0.6)
-    if not close:
-        return ""
-    return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
-
-
-def describe(value: Any) -> str:
-    """Short description of a user value for an error message."""
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{text} ({type(value).__name__})"
-
-
-def printable(text: str) -> str:
-    """`text` with newlines and other control characters escaped, so a message stays one line."""
-    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
-
-
-def key_error(path: str, message: str) -> ConfigError:
-    """A ConfigError that knows the key path it is about (for line lookup)."""
-    err = ConfigError(f"{printable(path)}: {message}" if path else message)
-    err.key = path
-    return err
+from trainkit.errors import describe, key_error, suggest
 
 
 @dataclass
@@ -64,11 +31,6 @@ class Call:
     args: list = field(default_factory=list)
     kwargs: dict = field(default_factory=dict)
     path: str = ""
-
-    def to_raw(self) -> Any:
-        if self.args:
-            return {self.name: list(self.args)}
-        return {self.name: dict(self.kwargs)}
 
 
 def split_call(raw: Any, path: str, what: str) -> tuple[str, list, dict]:

@@ -10,17 +10,14 @@ CIFAR-10 entries before it; freeze the layer with `model.freeze` to keep it fixe
 
 from __future__ import annotations
 
-import copy
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainkit.data import Data, build_transform, subset_indices, val_calls
-from trainkit.errors import ConfigError, DataError
+from trainkit.data import Data, subset_indices
+from trainkit.errors import ConfigError, DataError, suggest
 from trainkit.images import BadSample
-from trainkit.specs import suggest
+from trainkit.schema import WhitenConfig
 
 
 def whitening_filters(conv: nn.Conv2d, images: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,8 +37,7 @@ def whitening_filters(conv: nn.Conv2d, images: torch.Tensor, eps: float) -> tupl
 
 def sample_images(data: Data, count: int, seed: int) -> torch.Tensor:
     """`count` seeded random training images through the val transforms (no augmentation), stacked."""
-    ds = copy.copy(data.train_set.ds)  # the same files, with the deterministic transforms
-    ds.transform = build_transform(val_calls(data.cfg))
+    ds = data.train_through_val_transforms()
     images = [ds[i][0] for i in subset_indices(len(ds), min(count, len(ds)), seed)]
     images = [x for x in images if not isinstance(x, BadSample)]
     if not images:
@@ -54,7 +50,7 @@ def sample_images(data: Data, count: int, seed: int) -> torch.Tensor:
     return torch.stack(images)
 
 
-def apply_whitening(model: nn.Module, cfg: Any, data: Data, seed: int) -> str:
+def apply_whitening(model: nn.Module, cfg: WhitenConfig, data: Data, seed: int) -> str:
     """Initialize the layer `cfg.layer` of `model` from the training data; returns the line to log."""
     names = [n for n, _ in model.named_modules() if n]
     if cfg.layer not in names:

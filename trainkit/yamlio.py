@@ -7,12 +7,7 @@ from typing import Any
 
 import yaml
 
-from trainkit.errors import ConfigError
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else str(key)
-
+from trainkit.errors import ConfigError, join_key
 
 MAX_NODES = 100_000
 MAX_DEPTH = 64
@@ -57,7 +52,7 @@ def _guard(node: yaml.Node, where: str) -> None:
 def _lines(node: yaml.Node, path: str, out: dict[str, int]) -> None:
     if isinstance(node, yaml.MappingNode):
         for k, v in node.value:
-            sub = _join(path, str(k.value))
+            sub = join_key(path, str(k.value))
             out.setdefault(sub, k.start_mark.line + 1)
             _lines(v, sub, out)
     elif isinstance(node, yaml.SequenceNode):

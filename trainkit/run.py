@@ -1,0 +1,226 @@
+"""A run: everything a training needs, built and checked from a config before the run directory is touched,
+and the one table of what a checkpoint holds of it (`PARTS`), which both save and restore read."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import trainkit
+from trainkit import checkpoint, config, data, devices, distributed, models, optim, shapes
+from trainkit.ema import EMA
+from trainkit.errors import ConfigError
+from trainkit.loggers import build as build_sinks
+from trainkit.rundir import prepare_run_dir
+from trainkit.schema import Config
+from trainkit.sinks import Sinks
+from trainkit.trained import read_checkpoint
+
+
+@dataclass
+class State:
+    """Everything besides the state_dicts that a resumed run needs."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # optimizer steps
+    best: float | None = None
+    best_epoch: int | None = None
+    es_best: float | None = None
+    es_bad_epochs: int = 0
+    batch: int = 0  # batches done in epoch `epoch` (0-based), when stopped mid-epoch
+    partial: dict | None = None  # that epoch's meters so far
+    stop_requested: int | None = None  # a signal this process received
+    stop_signal: int | None = None  # the signal the run stops for (agreed by every rank under DDP)
+    nan_skipped: int = 0  # steps skipped for a non-finite loss (train.on_nan: skip), this epoch
+    amp_skipped: int = 0  # steps GradScaler skipped for inf/NaN gradients (fp16), this epoch
+
+
+@dataclass
+class Run:
+    cfg: Config
+    device: torch.device
+    data: data.Data
+    model: nn.Module
+    net: nn.Module  # what forward calls: the model, or its DDP / compiled form
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # a torch LR scheduler, or None
+    scaler: torch.amp.GradScaler
+    loss_fn: nn.Module
+    run_dir: Path
+    sinks: Sinks
+    state: State
+    ema: EMA | None = None  # train.ema: the moving average that is evaluated and saved beside the weights
+    channels_last: bool = False
+    dist: distributed.Dist = field(default_factory=distributed.Dist)
+    overwrite: bool = False  # replace the previous run's files at the first checkpoint
+    notes: list[str] = field(default_factory=list)  # said once at start
+
+    @property
+    def resumed(self) -> bool:
+        return self.state.epoch > 0 or self.state.batch > 0
+
+
+# --------------------------------------------------------------------------- what a checkpoint holds
+
+
+@dataclass(frozen=True)
+class Part:
+    """One stateful part of a run: how to save it, and how to restore it (from None when an older file lacks it)."""
+
+    key: str
+    save: Callable[[Run], Any]
+    load: Callable[[Run, Any], None]
+
+
+def _set(name: str, cast: Callable[[Any], Any] = int, default: Any = 0) -> Callable[[Run, Any], None]:
+    return lambda run, v: setattr(run.state, name, cast(v) if v is not None else default)
+
+
+def _load_optional(attr: str) -> Callable[[Run, Any], None]:
+    """Restore a scheduler or an enabled GradScaler when both the run and the checkpoint have one."""
+
+    def load(run: Run, v: Any) -> None:
+        obj = getattr(run, attr)
+        if obj is not None and v is not None and (attr != "scaler" or obj.is_enabled()):
+            obj.load_state_dict(v)
+
+    return load
+
+
+def _load_ema(run: Run, v: Any) -> None:
+    if run.ema is not None:  # a run that had no average starts one from its (restored) weights
+        run.ema.load_state_dict(v if v is not None else checkpoint.unwrap(run.model).state_dict())
+
+
+def _load_best(run: Run, v: dict) -> None:
+    run.state.best, run.state.best_epoch = v["value"], v["epoch"]
+
+
+def _load_early_stopping(run: Run, v: dict) -> None:
+    run.state.es_best, run.state.es_bad_epochs = v["best"], v["bad_epochs"]
+
+
+PARTS: tuple[Part, ...] = (
+    Part(
+        "model",
+        lambda r: checkpoint.unwrap(r.model).state_dict(),
+        lambda r, v: checkpoint.load_state(r.model, v, "--resume"),
+    ),
+    Part("optimizer", lambda r: r.optimizer.state_dict(), lambda r, v: r.optimizer.load_state_dict(v)),
+    Part(
+        "scheduler",
+        lambda r: r.scheduler.state_dict() if r.scheduler is not None else None,
+        _load_optional("scheduler"),
+    ),
+    Part("scaler", lambda r: r.scaler.state_dict() if r.scaler.is_enabled() else None, _load_optional("scaler")),
+    Part("ema", lambda r: r.ema.state_dict() if r.ema is not None else None, _load_ema),
+    Part("epoch", lambda r: r.state.epoch, _set("epoch")),
+    Part("batch", lambda r: r.state.batch, _set("batch")),
+    Part("step", lambda r: r.state.step, _set("step")),
+    # the saved partial epoch is already summed over ranks: only rank 0 carries it on
+    Part("partial", lambda r: r.state.partial, lambda r, v: setattr(r.state, "partial", v if r.dist.main else None)),
+    Part(
+        "best",
+        lambda r: {"metric": r.cfg.train.monitor, "value": r.state.best, "epoch": r.state.best_epoch},
+        _load_best,
+    ),
+    Part(
+        "early_stopping", lambda r: {"best": r.state.es_best, "bad_epochs": r.state.es_bad_epochs}, _load_early_stopping
+    ),
+    Part("rng", lambda r: checkpoint.rng_state(), lambda r, v: checkpoint.set_rng_state(v)),
+)
+
+
+def make_checkpoint(run: Run, epoch_metrics: dict[str, Any]) -> dict[str, Any]:
+    """Every part of `PARTS`, and what a checkpoint alone needs to rebuild and describe its model."""
+    return {
+        "format": checkpoint.FORMAT,
+        **{part.key: part.save(run) for part in PARTS},
+        "config": config.to_dict(run.cfg),
+        "classes": list(run.data.classes),
+        "metrics": {k: v for k, v in epoch_metrics.items() if isinstance(v, (int, float, str, bool))},
+        "versions": {"trainkit": trainkit.__version__, "torch": str(torch.__version__)},
+    }
+
+
+def restore(run: Run, ckpt: dict[str, Any]) -> None:
+    for part in PARTS:  # in table order: the model before the average that may start from it, the RNG last
+        part.load(run, ckpt.get(part.key))
+
+
+# --------------------------------------------------------------------------- building a run
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def check_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> None:
+    """Run `inspect-shapes` before training, so a shape bug costs seconds, not an epoch."""
+    report = shapes.collect(model, input_shape)
+    if report.failure:
+        f = report.failure
+        fix = f.fix or f.error
+        raise ConfigError(
+            f"model: the forward pass fails at {f.row.path} ({f.row.type}) on input {list(f.row.input_shape or [])}: "
+            f"{fix}; run `trainkit inspect-shapes --config ...` for the table"
+        )
+
+
+def build_run(cfg: Config, resume: str | Path | None = None, overwrite: bool = False) -> Run:
+    """Build everything and check it before the run directory is touched (on every rank under DDP)."""
+    rank = distributed.from_env()
+    device = devices.select_device(distributed.device_of(cfg.device, rank))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
+    distributed.init(rank, device)
+    seed_everything(cfg.seed)
+    d = data.build_data(cfg.data, cfg.seed, device, rank=rank.rank, world=rank.world)
+    model = models.build_model(cfg.model, seed=cfg.seed)
+    if cfg.train.check_shapes:
+        check_shapes(model, d.input_shape)
+    ckpt = read_checkpoint(resume) if resume else None
+    notes = list(d.notes)
+    if cfg.model.whiten is not None and ckpt is None:  # a resumed run loads its weights instead
+        from trainkit.whiten import apply_whitening
+
+        notes.append(apply_whitening(model, cfg.model.whiten, d, cfg.seed))
+    if ckpt is not None and ckpt.get("classes") != d.classes:
+        raise ConfigError(f"--resume {resume}: the checkpoint's classes {ckpt.get('classes')} differ from the data's")
+    run_dir = Path(cfg.run_dir or f"runs/{cfg.name}")
+    model.to(device)
+    use_channels_last = devices.channels_last(cfg, model)
+    if use_channels_last:
+        model.to(memory_format=torch.channels_last)
+    ema = EMA(model, cfg.train.ema.decay, cfg.train.ema.every, cfg.train.ema.warmup) if cfg.train.ema else None
+    optimizer = optim.build_optimizer(model, cfg.optim)
+    scheduler = optim.build_scheduler(optimizer, cfg.scheduler, d.steps_per_epoch, cfg.train.epochs)
+    scaler = torch.amp.GradScaler(device.type, init_scale=cfg.train.fp16_init_scale, enabled=cfg.train.amp == "fp16")
+    loss_fn = optim.build_loss(cfg.train.loss, d.classes).to(device)
+    net: nn.Module = model
+    if rank.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.train.compile:
+        net = torch.compile(net)  # type: ignore[assignment]
+    run = Run(cfg, device, d, model, net, optimizer, scheduler, scaler, loss_fn, run_dir, Sinks([]), State(), ema)
+    run.channels_last, run.dist, run.notes = use_channels_last, rank, notes
+    if ckpt is not None:
+        restore(run, ckpt)
+    prepare_run_dir(run_dir, resume=ckpt is not None, overwrite=overwrite, create=rank.main)
+    if rank.enabled:  # every rank has checked the run dir before rank 0 writes to it (else a rank may find it taken)
+        distributed.barrier()
+    run.overwrite = overwrite and ckpt is None
+    run.sinks = build_sinks(cfg, run_dir, rank.main, resumed=ckpt is not None)
+    return run

@@ -1,0 +1,89 @@
+"""The sink interface: where a run's progress goes (console, metrics.jsonl, visdom, TensorBoard).
+
+The loop talks to one `Sinks` fan-out and never names a sink. A sink overrides the calls it
+cares about; the others do nothing. In the order the loop makes them:
+
+- `start(info)`: once, with the resolved config, the classes and (for a fresh run) the sample grid;
+- `message(text)`: a line for people (the banner, notes, early stopping);
+- `begin_epoch`, `step` (every `train.log_every` steps), `end_epoch(record, confusion)`: the epoch's
+  metrics.jsonl record, and the val confusion matrix when the epoch evaluated;
+- `close()`: send what is pending.
+
+`loggers.build` chooses the sinks from `cfg.log` and the rank. A new sink is one new module and one
+line there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    name: str
+    run_dir: Path
+    config_text: str  # the resolved config as YAML
+    classes: list[str]
+    grid: torch.Tensor | None  # augmented training samples (3, H, W) in [0, 1]; None for a resumed run
+    resumed: bool
+
+
+class Sink:
+    """A sink that does nothing: subclasses override what they need."""
+
+    def start(self, info: RunInfo) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass
+
+    def begin_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        pass
+
+    def step(self, epoch: int, step: int, steps: int, stats: dict[str, Any]) -> None:
+        pass
+
+    def end_epoch(self, record: dict[str, Any], confusion: np.ndarray | None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Sinks(Sink):
+    """Every call goes to each sink in order."""
+
+    def __init__(self, sinks: list[Sink]) -> None:
+        self.sinks = list(sinks)
+
+    def __iter__(self):
+        return iter(self.sinks)
+
+    def start(self, info: RunInfo) -> None:
+        for s in self.sinks:
+            s.start(info)
+
+    def message(self, text: str) -> None:
+        for s in self.sinks:
+            s.message(text)
+
+    def begin_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        for s in self.sinks:
+            s.begin_epoch(epoch, epochs, steps)
+
+    def step(self, epoch: int, step: int, steps: int, stats: dict[str, Any]) -> None:
+        for s in self.sinks:
+            s.step(epoch, step, steps, stats)
+
+    def end_epoch(self, record: dict[str, Any], confusion: np.ndarray | None) -> None:
+        for s in self.sinks:
+            s.end_epoch(record, confusion)
+
+    def close(self) -> None:
+        for s in self.sinks:
+            s.close()

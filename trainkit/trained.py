@@ -1,0 +1,105 @@
+"""Loading a trained run from its checkpoint alone: the one path for `eval`, `inspect-shapes --ckpt`,
+`train --resume` (and the commands that use a trained model).
+
+`read_checkpoint` reads and checks the file; `checkpoint_config` applies `--data` and `--set` to the
+stored config and validates it once; `load_trained` also builds the model with the weights it is
+evaluated with (the moving average when the run kept one), on its device, in its memory format.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.transforms import v2
+
+from trainkit import checkpoint, config, data, devices, models
+from trainkit.errors import CheckpointError, ConfigError
+from trainkit.schema import Config
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A trainkit checkpoint, safely loaded and checked to carry what `eval` and `--resume` need."""
+    return checkpoint.load_checkpoint(path)
+
+
+def checkpoint_config(
+    ckpt: dict[str, Any], source: str, overrides: tuple[str, ...] | list[str] = (), data_dir: str | None = None
+) -> Config:
+    """The checkpoint's config with `--data DIR` and `--set` applied, validated once."""
+    raw = copy.deepcopy(ckpt["config"])
+    if data_dir is not None:
+        dataset = (raw.get("data") or {}).get("dataset", config.default_of("data.dataset"))
+        raw.setdefault("data", {})["val" if dataset == "imagefolder" else "root"] = data_dir
+    origins: dict[str, str] = {}
+    raw = config.apply_overrides(raw, overrides, origins)
+    try:
+        return config.from_dict(raw, origins)
+    except ConfigError as exc:
+        if str(exc).startswith("--set"):  # the user's override is wrong, not the checkpoint
+            raise
+        raise CheckpointError(f"{source}: its stored config is not valid for this trainkit: {exc}") from None
+
+
+@dataclass
+class Trained:
+    """A trained model as its run evaluated it, and what is needed to feed it."""
+
+    path: str
+    ckpt: dict[str, Any]
+    cfg: Config
+    classes: list[str]
+    model: nn.Module  # in eval mode, on `device`, in its memory format
+    device: torch.device
+    channels_last: bool
+    weights: str  # "ema" (the moving average of train.ema) or "model"
+
+    @property
+    def epoch(self) -> int:
+        return int(self.ckpt["epoch"])
+
+    @property
+    def amp(self) -> str:
+        return self.cfg.train.amp
+
+    @property
+    def tta(self) -> str:
+        return self.cfg.eval.tta
+
+    @property
+    def transform(self) -> v2.Compose:
+        """The val transforms: a PIL image in, the model's input out."""
+        return data.build_transform(data.val_calls(self.cfg.data))
+
+    def val_data(self) -> data.Data:
+        """The val data of the (possibly overridden) config, with the checkpoint's classes."""
+        return data.build_data(self.cfg.data, self.cfg.seed, self.device, classes=self.classes, train=False)
+
+
+def load_trained(
+    path: str | Path,
+    overrides: tuple[str, ...] | list[str] = (),
+    data_dir: str | None = None,
+    device: str | None = None,
+) -> Trained:
+    """Rebuild a checkpoint's model with the weights it is evaluated with; `device` overrides the config's."""
+    source = str(path)
+    ckpt = read_checkpoint(path)
+    # the checkpoint's own weights replace any starting weights: derive the config, never mutate it
+    stored = copy.deepcopy(ckpt["config"])
+    if isinstance(stored.get("model"), dict):
+        stored["model"]["weights"] = None
+    cfg = checkpoint_config({**ckpt, "config": stored}, source, overrides, data_dir)
+    model = models.build_model(cfg.model, seed=cfg.seed)
+    checkpoint.load_state(model, checkpoint.inference_weights(ckpt), source)
+    dev = devices.select_device(device or cfg.device)
+    model.to(dev).eval()
+    fmt = devices.channels_last(cfg, model)  # the memory format training evaluated in: the same numbers
+    if fmt:
+        model.to(memory_format=torch.channels_last)
+    weights = "ema" if ckpt.get("ema") is not None else "model"
+    return Trained(source, ckpt, cfg, list(ckpt["classes"]), model, dev, fmt, weights)
