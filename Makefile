@@ -17,7 +17,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt trainkit/visdom_assets.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade 'pip>=25.3' 'setuptools<81' wheel
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,tensorboard]'
 	$(BIN)/python -m trainkit.visdom_assets   # visdom's JS/CSS from the npm registry: its server then starts offline
 	touch $@
 
@@ -35,6 +35,7 @@ test-fast: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy   # settings in pyproject.toml: a misspelt attribute of a config object is an error
 
 bench: install
 	$(BIN)/python benchmarks/bench.py

@@ -97,15 +97,15 @@ def cache_dataset(ds: Any, mode: str, cache_dir: str | None, workers: int, key: 
                 "disk hit",
                 info["skipped"],
             )
-    images, targets, bad = _decode(samples, workers, key)
+    decoded, targets, bad = _decode(samples, workers, key)
     if mode == "disk":
         folder.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         with open(tmp, "wb") as f:
-            np.save(f, images)
+            np.save(f, decoded)
         os.replace(tmp, path)
-        meta.write_text(json.dumps({"targets": targets.tolist(), "skipped": bad, "shape": list(images.shape)}))
-    return Cached(torch.from_numpy(images), torch.from_numpy(targets), time.perf_counter() - start, mode, bad)
+        meta.write_text(json.dumps({"targets": targets.tolist(), "skipped": bad, "shape": list(decoded.shape)}))
+    return Cached(torch.from_numpy(decoded), torch.from_numpy(targets), time.perf_counter() - start, mode, bad)
 
 
 class CachedLoader:

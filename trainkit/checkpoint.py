@@ -31,12 +31,12 @@ FORMAT = "trainkit.checkpoint/1"
 def unwrap(model: nn.Module) -> nn.Module:
     """The plain model under DDP or torch.compile wrappers, so saved keys have no prefixes."""
     while True:
-        if hasattr(model, "module") and isinstance(model.module, nn.Module):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
+        inner = getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            inner = getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
             return model
+        model = inner
 
 
 def _tmp_pattern(path: Path) -> str:
@@ -168,7 +168,7 @@ def load_weights(model: nn.Module, path: str) -> None:
 
 
 def rng_state() -> dict:
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()
     py_version, py_keys, py_gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),

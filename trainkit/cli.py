@@ -175,7 +175,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return launch.launch(args.nproc, _without_nproc(args.argv))
     resume = None
     if args.resume is not None:
-        resume = args.resume or str(Path(cfg.run_dir) / "last.pt")
+        resume = args.resume or str(cfg.run_path / "last.pt")
     try:
         engine.fit(run.build_run(cfg, resume=resume, overwrite=args.overwrite))
     finally:

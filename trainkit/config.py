@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import types
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -52,58 +53,77 @@ def _matches_kind(value: Any, hint: Any) -> bool:
     return False
 
 
+_NO: tuple[bool, Any] = (False, None)  # what a check returns when the value is not of its kind
+
+
+def _union(value: Any, hint: Any, path: str) -> tuple[bool, Any]:
+    arms = get_args(hint)
+    if value is None and type(None) in arms:
+        return True, None
+    kind_error = None
+    for arm in arms:
+        try:
+            return True, _coerce(value, arm, path)
+        except ConfigError as exc:
+            if kind_error is None and _matches_kind(value, arm):
+                kind_error = exc
+    if kind_error is not None:
+        raise kind_error
+    return _NO
+
+
+def _literal(value: Any, hint: Any, path: str) -> tuple[bool, Any]:
+    choices = get_args(hint)
+    if isinstance(value, bool) and ("off" if value is False else "on") in choices:
+        return True, "off" if value is False else "on"  # YAML 1.1 reads a bare `off` as false
+    if any(value == a and type(value) is type(a) for a in choices):
+        return True, value
+    return _NO
+
+
+def _list(value: Any, hint: Any, path: str) -> tuple[bool, Any]:
+    if not isinstance(value, list):
+        return _NO
+    (item,) = get_args(hint)
+    return True, [_coerce(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+
+
+def _dict(value: Any, hint: Any, path: str) -> tuple[bool, Any]:
+    if not isinstance(value, dict):
+        return _NO
+    _, item = get_args(hint)
+    out = {}
+    for k, v in value.items():
+        if not isinstance(k, str):
+            raise key_error(path, f"keys must be strings, got {describe(k)}")
+        out[k] = _coerce(v, item, join_key(path, k))
+    return True, out
+
+
+_BY_ORIGIN = {Union: _union, types.UnionType: _union, Literal: _literal, list: _list, dict: _dict}
+_SCALARS: dict[Any, Callable[[Any], bool]] = {
+    bool: lambda v: isinstance(v, bool),
+    int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    str: lambda v: isinstance(v, str),
+    type(None): lambda v: v is None,
+}
+
+
 def _coerce(value: Any, hint: Any, path: str) -> Any:
-    origin = get_origin(hint)
     if hint is Any:
         return value
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value, path)
-    if origin in (Union, types.UnionType):
-        arms = get_args(hint)
-        if value is None and type(None) in arms:
-            return None
-        kind_error = None
-        for arm in arms:
-            try:
-                return _coerce(value, arm, path)
-            except ConfigError as exc:
-                if kind_error is None and _matches_kind(value, arm):
-                    kind_error = exc
-        if kind_error is not None:
-            raise kind_error
-    elif origin is Literal:
-        if isinstance(value, bool) and ("off" if value is False else "on") in get_args(hint):
-            return "off" if value is False else "on"  # YAML 1.1 reads a bare `off` as false
-        if any(value == a and type(value) is type(a) for a in get_args(hint)):
-            return value
-    elif origin is list:
-        if isinstance(value, list):
-            (item,) = get_args(hint)
-            return [_coerce(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
-    elif origin is dict:
-        if isinstance(value, dict):
-            _, item = get_args(hint)
-            out = {}
-            for k, v in value.items():
-                if not isinstance(k, str):
-                    raise key_error(path, f"keys must be strings, got {describe(k)}")
-                out[k] = _coerce(v, item, join_key(path, k))
-            return out
-    elif hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif hint is str:
-        if isinstance(value, str):
-            return value
-    elif hint is type(None):
-        if value is None:
-            return None
+    check = _BY_ORIGIN.get(get_origin(hint))
+    if check is not None:
+        ok, out = check(value, hint, path)
+    else:
+        accepts = _SCALARS.get(hint)
+        ok = accepts is not None and accepts(value)
+        out = float(value) if ok and hint is float else value
+    if ok:
+        return out
     raise key_error(path, f"expected {_expected(hint)}, got {describe(value)}")
 
 

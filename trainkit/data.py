@@ -13,14 +13,14 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
-from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from trainkit import specs
 from trainkit.errors import ConfigError, DataError
-from trainkit.images import BadSample, open_dataset
+from trainkit.images import BadSample, ImageDataset, open_dataset
 from trainkit.loaders import BadImages, Loader, SampleLoader, bad_image_message
 from trainkit.samplers import EpochSampler, SeededSamples, expected_mix, train_order, val_order
 from trainkit.schema import DataConfig
@@ -77,7 +77,7 @@ class Data:
     seed: int
     classes: list[str]
     train_set: SeededSamples | None
-    val_set: Dataset
+    val_set: ImageDataset
     train_loader: Loader | None
     val_loader: Loader
     train_calls: list[specs.Call]
@@ -108,7 +108,7 @@ class Data:
         """One val sample's shape after data.transforms.val: what the model sees when evaluated."""
         return first_sample_shape(self.val_set, "data.transforms.val")
 
-    def train_through_val_transforms(self) -> Dataset:
+    def train_through_val_transforms(self) -> ImageDataset:
         """The training images through the val transforms: the data as it is, without augmentation."""
         assert self.train_set is not None, "built with train=False"
         ds = copy.copy(self.train_set.ds)
@@ -121,11 +121,11 @@ class Data:
         return f"expected class mix ({self.cfg.sampler.type} sampler): {shown}"
 
 
-def targets_of(ds: Dataset) -> list[int]:
+def targets_of(ds: ImageDataset | SeededSamples) -> list[int]:
     return list(ds.targets)
 
 
-def select(ds: Dataset, indices: list[int]) -> None:
+def select(ds: Any, indices: list[int]) -> None:
     """Keep only `indices` of an ImageFolder or CIFAR dataset, in place."""
     if hasattr(ds, "samples"):
         ds.samples = [ds.samples[i] for i in indices]
@@ -143,7 +143,7 @@ def subset_indices(n: int, size: int, seed: int) -> list[int]:
 
 def _cached_loader(
     cfg: DataConfig,
-    ds: Dataset,
+    ds: ImageDataset,
     key: str,
     order: Callable[[list[int]], EpochSampler | range],
     device: torch.device,
@@ -229,7 +229,7 @@ def build_data(
     return Data(cfg, seed, classes, train_set, val_set, train_loader, val_loader, tcalls, bad, mix, notes)
 
 
-def first_sample_shape(ds: Dataset, key: str) -> tuple[int, ...]:
+def first_sample_shape(ds: ImageDataset | SeededSamples, key: str) -> tuple[int, ...]:
     """Shape of the first decodable sample after its transforms; checks it is a tensor."""
     for i in range(min(len(ds), 16)):
         x, _ = ds[i]

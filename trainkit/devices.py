@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from trainkit.errors import DeviceError
+from trainkit.schema import Config
 
 
 def select_device(spec: str) -> torch.device:
@@ -28,7 +29,7 @@ def select_device(spec: str) -> torch.device:
     return torch.device(spec)
 
 
-def channels_last(cfg: Any, model: nn.Module) -> bool:
+def channels_last(cfg: Config, model: nn.Module) -> bool:
     """`train.channels_last`, where `auto` means: yes for convolutional models (faster on CPU and GPU)."""
     if cfg.train.channels_last == "auto":
         return any(isinstance(m, nn.Conv2d) for m in model.modules())

@@ -38,8 +38,7 @@ def train_one_epoch(run: Run, epoch: int, start: int = 0, meters: EpochMeters | 
     meters = meters or EpochMeters(len(run.data.classes), flush_every=cfg.log_every, confusion=False)
     run.sinks.begin_epoch(epoch + 1, cfg.epochs, steps)
     run.optimizer.zero_grad(set_to_none=True)
-    per_step = run.scheduler is not None and run.cfg.scheduler.per_step
-    fp16 = run.scaler.is_enabled()
+    per_step = run.scheduler is not None and run.cfg.scheduler is not None and run.cfg.scheduler.per_step
     s.batch = start
     for i, (x, y) in enumerate(epoch_batches(train_loader, epoch, start), start=start):
         x, y = devices.to_device(x, y, run.device, run.channels_last)
@@ -54,24 +53,7 @@ def train_one_epoch(run: Run, epoch: int, start: int = 0, meters: EpochMeters | 
             continue
         run.scaler.scale(loss / cfg.accumulate).backward()
         if (i + 1) % cfg.accumulate == 0 or i + 1 == steps:
-            if cfg.grad_clip is not None:
-                run.scaler.unscale_(run.optimizer)
-                params = [p for p in run.model.parameters() if p.grad is not None]
-                if cfg.grad_clip.max_norm is not None:
-                    nn.utils.clip_grad_norm_(params, cfg.grad_clip.max_norm, cfg.grad_clip.norm_type)
-                else:
-                    nn.utils.clip_grad_value_(params, cfg.grad_clip.value)
-            scale = run.scaler.get_scale() if fp16 else 0.0
-            run.scaler.step(run.optimizer)
-            run.scaler.update()
-            if fp16 and run.scaler.get_scale() < scale:  # GradScaler found inf/NaN gradients and skipped the step
-                s.amp_skipped += 1
-            run.optimizer.zero_grad(set_to_none=True)
-            s.step += 1
-            if run.ema is not None:
-                run.ema.update(s.step)
-            if per_step:
-                run.scheduler.step()
+            _optimizer_step(run, per_step)
         if len(y):
             meters.add(loss, logits, y)
         s.batch = i + 1
@@ -94,6 +76,30 @@ def train_one_epoch(run: Run, epoch: int, start: int = 0, meters: EpochMeters | 
             s.stop_signal = decided
             break
     return meters
+
+
+def _optimizer_step(run: Run, per_step_scheduler: bool) -> None:
+    """Clip, step (through the GradScaler), zero the gradients, and move the average and a per-step schedule."""
+    s, clip = run.state, run.cfg.train.grad_clip
+    if clip is not None:
+        run.scaler.unscale_(run.optimizer)
+        params = [p for p in run.model.parameters() if p.grad is not None]
+        if clip.max_norm is not None:
+            nn.utils.clip_grad_norm_(params, clip.max_norm, clip.norm_type)
+        elif clip.value is not None:
+            nn.utils.clip_grad_value_(params, clip.value)
+    fp16 = run.scaler.is_enabled()
+    scale = run.scaler.get_scale() if fp16 else 0.0
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    if fp16 and run.scaler.get_scale() < scale:  # GradScaler found inf/NaN gradients and skipped the step
+        s.amp_skipped += 1
+    run.optimizer.zero_grad(set_to_none=True)
+    s.step += 1
+    if run.ema is not None:
+        run.ema.update(s.step)
+    if per_step_scheduler:
+        run.scheduler.step()
 
 
 def _any_rank(run: Run, flag: bool) -> bool:
@@ -130,7 +136,7 @@ def banner(run: Run) -> list[str]:
     """What a run says at start."""
     cfg, s, d = run.cfg, run.state, run.data
     lines = [
-        f"trainkit {trainkit.__version__}: {cfg.name} on {run.device}, {len(d.train_set or [])} train / "
+        f"trainkit {trainkit.__version__}: {cfg.name} on {run.device}, {len(d.train_set) if d.train_set else 0} train / "
         f"{len(d.val_set)} val images, {len(d.classes)} classes, run_dir {run.run_dir}",
         d.mix_line(),
         *run.notes,
@@ -245,7 +251,7 @@ def _epoch_record(run: Run, epoch: int, train_m: dict[str, Any]) -> tuple[dict[s
 
 
 def _step_scheduler(run: Run, record: dict[str, Any]) -> None:
-    if run.scheduler is None or run.cfg.scheduler.per_step:
+    if run.scheduler is None or run.cfg.scheduler is None or run.cfg.scheduler.per_step:
         return
     if isinstance(run.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
         if run.cfg.train.monitor in record:

@@ -10,16 +10,28 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
-from torch.utils.data import Dataset
 from torchvision import datasets
 
 from trainkit.errors import DataError
+from trainkit.schema import DataConfig
 
 IMG_EXTENSIONS = datasets.folder.IMG_EXTENSIONS
+
+
+class ImageDataset(Protocol):
+    """What trainkit reads of a dataset: torchvision's ImageFolder and CIFAR classes have it."""
+
+    classes: list[str]
+    targets: list[int]
+    transform: Any
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> tuple[Any, int]: ...
 
 
 @dataclass
@@ -31,7 +43,7 @@ class BadSample:
 def load_rgb(path: str) -> Image.Image:
     """Decode any PIL-readable image to RGB (grayscale, palette, RGBA, CMYK included)."""
     with open(path, "rb") as f:
-        img = Image.open(f)
+        img: Image.Image = Image.open(f)
         if img.mode == "P" and "transparency" in img.info:
             img = img.convert("RGBA")  # palette transparency must go through RGBA
         return img.convert("RGB")
@@ -76,7 +88,7 @@ def _is_image_file(path: str) -> bool:
     return not os.path.basename(path).startswith(".") and path.lower().endswith(IMG_EXTENSIONS)
 
 
-def _no_md5(base: type) -> type:
+def _no_md5(base: Any) -> Any:
     """torchvision's CIFAR class with existence checks instead of md5 checks.
 
     The loading code is torchvision's own; skipping md5 avoids re-hashing
@@ -102,13 +114,14 @@ _CIFAR = {
 }
 
 
-def open_dataset(cfg: Any, split: str, transform: Any, classes: list[str] | None = None) -> Dataset:
+def open_dataset(cfg: DataConfig, split: str, transform: Any, classes: list[str] | None = None) -> ImageDataset:
     """The `split` ('train' or 'val') dataset; `classes` (from train or a checkpoint) must match."""
     if cfg.dataset == "imagefolder":
         key = f"data.{split}"
         ds = ImageFolder(getattr(cfg, split), transform, key)
     else:
         cls, folder, url = _CIFAR[cfg.dataset]
+        assert cfg.root is not None  # the schema requires it for CIFAR
         try:
             ds = cls(cfg.root, train=split == "train", transform=transform, download=cfg.download)
         except RuntimeError:

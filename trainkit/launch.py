@@ -53,7 +53,9 @@ class StderrFilter:
     """
 
     def __init__(self, out: Any) -> None:
-        self.out, self.held, self.errors = out, [], []
+        self.out = out
+        self.held: list[str] = []
+        self.errors: list[str] = []
         self.pending = ""
         self.failing = False  # a rank has failed: what follows is its cascade
         self.started = False  # something was shown (blank lines before that are torchrun's banner)
@@ -106,6 +108,7 @@ def launch(nproc: int, argv: list[str]) -> int:
 
         def read() -> None:
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            assert proc.stderr is not None
             while chunk := os.read(proc.stderr.fileno(), 65536):
                 filt.feed(decoder.decode(chunk))
 

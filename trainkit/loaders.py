@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, default_collate
 
 from trainkit.errors import DataError
 from trainkit.images import BadSample
@@ -92,7 +92,7 @@ class SampleLoader:
 
     def __init__(
         self,
-        dataset: Dataset,
+        dataset: Any,  # a map-style dataset of (image, label): ImageDataset or SeededSamples
         order: EpochSampler | range,
         batch_size: int,
         cfg: DataConfig,

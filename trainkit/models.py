@@ -38,7 +38,7 @@ def build_node(node: Node) -> nn.Module:
         modules = [(name, build_node(child)) for name, child in node.items]
         if all(name is None for name, _ in modules):
             return nn.Sequential(*(m for _, m in modules))
-        return nn.Sequential(OrderedDict(modules))
+        return nn.Sequential(OrderedDict((str(name), m) for name, m in modules))
     if isinstance(node, DictNode):
         return OrderedModuleDict({name: build_node(child) for name, child in node.items}, node.forward)
     cls = specs.nn_layers()[node.name]

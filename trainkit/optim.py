@@ -10,16 +10,18 @@ from torch import nn
 
 from trainkit import specs
 from trainkit.errors import ConfigError, suggest
+from trainkit.schema import LossConfig, OptimConfig, SchedulerConfig
 
 
-def param_groups(model: nn.Module, cfg: Any) -> list[dict]:
+def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     """Trainable parameters in groups: those of `optim.groups` (each parameter in the first group whose
     patterns match its name), and the rest, where biases and normalization weights (ndim <= 1) skip weight
     decay by default. The rest come first, so that group 0 carries optim.lr itself."""
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not params:
         raise ConfigError("model.freeze: every parameter is frozen; nothing is left to train")
-    custom, taken = [], set()
+    custom: list[dict[str, Any]] = []
+    taken: set[str] = set()
     for i, group in enumerate(cfg.groups):
         hits = [(n, p) for n, p in params if n not in taken and any(fnmatchcase(n, pat) for pat in group.patterns)]
         if not hits:
@@ -35,6 +37,7 @@ def param_groups(model: nn.Module, cfg: Any) -> list[dict]:
         )
     rest = [(n, p) for n, p in params if n not in taken]
     wd = cfg.kwargs.get("weight_decay", 0.0) or 0.0
+    default: list[dict[str, Any]]
     if cfg.decay_norm_and_bias or not wd:
         default = [{"params": [p for _, p in rest]}]
     else:
@@ -45,7 +48,7 @@ def param_groups(model: nn.Module, cfg: Any) -> list[dict]:
     return [g for g in default if g["params"]] + custom
 
 
-def build_optimizer(model: nn.Module, cfg: Any) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     cls = specs.optimizers()[cfg.type]
     try:
         return cls(param_groups(model, cfg), lr=cfg.lr, **cfg.kwargs)
@@ -53,7 +56,9 @@ def build_optimizer(model: nn.Module, cfg: Any) -> torch.optim.Optimizer:
         raise ConfigError(f"optim: {cfg.type} rejected its arguments: {exc}") from None
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Any, steps_per_epoch: int, epochs: int) -> Any:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: SchedulerConfig | None, steps_per_epoch: int, epochs: int
+) -> Any:
     """The configured scheduler, after a linear warmup when `warmup_epochs` > 0.
 
     It is stepped per step when `cfg.per_step` (OneCycleLR, CyclicLR), else per epoch.
@@ -82,7 +87,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Any, steps_per_epoch:
     return torch.optim.lr_scheduler.SequentialLR(optimizer, [warm, main], milestones=[warm_steps])
 
 
-def build_loss(cfg: Any, classes: list[str]) -> nn.Module:
+def build_loss(cfg: LossConfig, classes: list[str]) -> nn.Module:
     """Any torch.nn loss; `weight` may be a mapping of class name to weight (others 1.0)."""
     kwargs = dict(cfg.kwargs)
     weight = kwargs.get("weight")

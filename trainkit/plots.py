@@ -12,6 +12,7 @@ the same curves instead of opening new windows.
 
 from __future__ import annotations
 
+import functools
 import html
 import logging
 import os
@@ -51,7 +52,8 @@ def connect(server: str, port: int, env: str) -> Any | None:
 
     logging.getLogger("visdom").setLevel(logging.ERROR)
     try:
-        client = visdom.Visdom(
+        make: Any = visdom.Visdom  # its stub (__init__.pyi) lacks the username and password it takes
+        client = make(
             server=server,
             port=port,
             env=env,
@@ -84,7 +86,7 @@ class VisdomSink(Sink):
         self.ready: set[str] = set()  # windows this process has drawn into
         self.dropped = 0
         self.errors = 0
-        self.client = connect(cfg.server, cfg.port, env)
+        self.client: Any = connect(cfg.server, cfg.port, env)
         self.queue: queue.Queue = queue.Queue(maxsize=maxsize)
         self.thread: threading.Thread | None = None
         if self.client is None:
@@ -153,7 +155,7 @@ class VisdomSink(Sink):
                 if key in record:
                     name = key.split("_")[0] if len(keys) > 1 else win
                     value = record[key]
-                    self._submit(lambda w=win, v=value, n=name: self._line(w, epoch, v, n, "epoch"))
+                    self._submit(functools.partial(self._line, win, epoch, value, name, "epoch"))
         if confusion is not None:
             self.confusion(confusion, self.classes)
 

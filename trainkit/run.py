@@ -62,10 +62,6 @@ class Run:
     overwrite: bool = False  # replace the previous run's files at the first checkpoint
     notes: list[str] = field(default_factory=list)  # said once at start
 
-    @property
-    def resumed(self) -> bool:
-        return self.state.epoch > 0 or self.state.batch > 0
-
 
 # --------------------------------------------------------------------------- what a checkpoint holds
 
@@ -197,7 +193,7 @@ def build_run(cfg: Config, resume: str | Path | None = None, overwrite: bool = F
         notes.append(apply_whitening(model, cfg.model.whiten, d, cfg.seed))
     if ckpt is not None and ckpt.get("classes") != d.classes:
         raise ConfigError(f"--resume {resume}: the checkpoint's classes {ckpt.get('classes')} differ from the data's")
-    run_dir = Path(cfg.run_dir or f"runs/{cfg.name}")
+    run_dir = cfg.run_path
     model.to(device)
     use_channels_last = devices.channels_last(cfg, model)
     if use_channels_last:

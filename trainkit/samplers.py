@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Dataset, RandomSampler, Sampler, SequentialSampler, WeightedRandomSampler
 
 from trainkit.errors import ConfigError, suggest
+from trainkit.images import ImageDataset
 from trainkit.schema import SamplerConfig
 
 
@@ -79,7 +80,7 @@ def build_sampler(cfg: SamplerConfig, targets: list[int], classes: list[str], ge
     num = cfg.num_samples or n
     if not cfg.replacement and num > n:
         raise ConfigError(f"data.sampler.num_samples: {num} draws without replacement exceed the {n} samples")
-    weights = torch.tensor([per_class[t] for t in targets], dtype=torch.double)
+    weights = [float(per_class[t]) for t in targets]
     return WeightedRandomSampler(weights, num, replacement=cfg.replacement, generator=generator)
 
 
@@ -95,7 +96,7 @@ class EpochSampler(Sampler):
     step, the same global batches as one process with batch W * B, augmented the same way.
     """
 
-    def __init__(self, base: Sampler, gen: torch.Generator, seed: int, rank: int = 0, world: int = 1) -> None:
+    def __init__(self, base: Any, gen: torch.Generator, seed: int, rank: int = 0, world: int = 1) -> None:
         self.base, self.gen, self.seed = base, gen, seed
         self.rank, self.world = rank, world
         self.epoch = self.skip = 0
@@ -127,7 +128,7 @@ class EpochSampler(Sampler):
 class SeededSamples(Dataset):
     """A dataset whose item `(index, seed)` is transformed under its own seed, leaving the caller's RNG as it was."""
 
-    def __init__(self, ds: Dataset) -> None:
+    def __init__(self, ds: ImageDataset) -> None:
         self.ds = ds
 
     def __len__(self) -> int:

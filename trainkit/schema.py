@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Union
 
 from trainkit import modelspec, specs
@@ -158,6 +159,7 @@ class ModelConfig:
         elif self.moduledict is not None:
             self.net = modelspec.parse_moduledict(self.moduledict, self.forward, path)
         else:
+            assert self.torchvision is not None
             modelspec.check_torchvision(self.torchvision, self.args, path)
         layers = specs.nn_layers()
         for name in self.init:
@@ -352,6 +354,11 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
+
+    @property
+    def run_path(self) -> Path:
+        """Where the run writes: `run_dir`, by default runs/<name>."""
+        return Path(self.run_dir or f"runs/{self.name}")
 
     def _check(self, path: str) -> None:
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):

@@ -78,6 +78,7 @@ def collect(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1) 
     report = Report(tuple(input_size))
     handles = []
     names = {m: n for n, m in model.named_modules()}
+    stack: dict[nn.Module, list[Row]] = {}  # rows of the calls of each module still running (re-entrant calls)
 
     def pre_hook(module: nn.Module, inputs: tuple) -> None:
         name = names[module]
@@ -96,10 +97,10 @@ def collect(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1) 
                 expected=getattr(module, attr, None) if attr else None,
             )
         )
-        module._tk_rows = getattr(module, "_tk_rows", []) + [report.rows[-1]]
+        stack.setdefault(module, []).append(report.rows[-1])
 
     def post_hook(module: nn.Module, inputs: tuple, output: Any) -> None:
-        row = module._tk_rows.pop()
+        row = stack[module].pop()
         row.output_shape = _shape(output)
         row.output_bytes = _bytes(output)
         row.done = True
@@ -120,9 +121,6 @@ def collect(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1) 
     finally:
         for h in handles:
             h.remove()
-        for module in model.modules():
-            if hasattr(module, "_tk_rows"):
-                del module._tk_rows
         model.train(was_training)
     params = list(model.parameters())
     report.total_params = sum(p.numel() for p in params)

@@ -22,6 +22,7 @@ from trainkit.schema import WhitenConfig
 
 def whitening_filters(conv: nn.Conv2d, images: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The weight and bias that whiten `conv`'s input patches of `images` (N, C, H, W)."""
+    assert not isinstance(conv.padding, str), "checked by apply_whitening"
     patches = F.unfold(
         images.double(), conv.kernel_size, dilation=conv.dilation, padding=conv.padding, stride=conv.stride
     )
