@@ -22,6 +22,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "devices",
             "distributed",
             "images",
+            "filecheck",
             "samplers",
             "augment",
             "cache",

@@ -151,19 +151,19 @@ CASES = {
             "corrupt",
             lambda d: (d / "train" / "cat" / "bad.jpg").write_bytes(jpeg_bytes(w)[:30] + bytes(range(256)) * 8),
         ),
-        ["cannot decode image", "cat/bad.jpg"],
+        ["not a readable image", "cat/bad.jpg"],
     ),
     "truncated-jpeg": (
         lambda w: bad_data(w, "trunc", lambda d: (d / "train" / "cat" / "half.jpg").write_bytes(jpeg_bytes(w)[:300])),
-        ["cannot decode image", "cat/half.jpg"],
+        ["not a readable image", "cat/half.jpg", "truncated JPEG"],
     ),
     "zero-byte-jpeg": (
         lambda w: bad_data(w, "zero", lambda d: (d / "train" / "dog" / "zero.jpg").write_bytes(b"")),
-        ["cannot decode image", "dog/zero.jpg"],
+        ["not a readable image", "dog/zero.jpg", "empty file"],
     ),
     "text-as-jpeg": (
         lambda w: bad_data(w, "text", lambda d: (d / "val" / "dog" / "notes.jpg").write_text("hello")),
-        ["cannot decode image", "dog/notes.jpg"],
+        ["not a readable image", "dog/notes.jpg"],
     ),
     "truncated-checkpoint": (
         lambda w: ["train", "--config", str(w["cfg"]), "--resume", checkpoint_file(w, "cut.pt", truncated(w))],

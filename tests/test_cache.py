@@ -134,7 +134,7 @@ def test_training_on_the_cache_and_a_bad_image_error(tmp_path, tiny_data):
     record = engine.fit(run)
     assert record["epoch"] == 2 and record["val_acc"] >= 0.5
     (tiny_data / "train" / "dog" / "bad.jpg").write_bytes(b"")
-    with pytest.raises(DataError, match=r"cannot decode image .*dog/bad.jpg"):
+    with pytest.raises(DataError, match=r"data.train: 1 file is not a readable image: .*dog/bad.jpg"):
         build_run(config.from_dict(cache_cfg(tmp_path / "2", tiny_data)))
 
 

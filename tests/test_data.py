@@ -213,17 +213,24 @@ def test_bad_image_error_names_the_file(tmp_path, tiny_data, name):
     for p in bad:
         if p.name != name:
             p.unlink()
-    d = build(folder_cfg(tmp_path, tiny_data, ", sampler: sequential"))
-    with pytest.raises(DataError, match=rf"cannot decode image .*cat/{name}.*on_bad_image: skip"):
-        list(epoch_batches(d.train_loader, 0))
+    with pytest.raises(
+        DataError, match=rf"data.train: 1 file is not a readable image: .*cat/{name}.*on_bad_image: skip"
+    ):
+        build(folder_cfg(tmp_path, tiny_data, ", sampler: sequential"))  # found at start, before any batch
 
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_bad_images_skipped_and_counted(tmp_path, tiny_data, workers):
     write_bad_images(tiny_data / "train" / "cat")
+    # whole header and end marker, garbage between: it passes the check at start and fails to decode
+    deep = tiny_data / "train" / "dog" / "deep.jpg"
+    deep.write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4 + b"\xff\xd9")
     d = build(folder_cfg(tmp_path, tiny_data, f", on_bad_image: skip, num_workers: {workers}"))
+    assert [n for n in d.notes if "skipping 4 files that are not readable images" in n]
     seen = sum(len(y) for _, y in epoch_batches(d.train_loader, 0))
-    assert d.skipped == 4 and seen == 24
+    assert seen == 24 and d.bad.take() == (1, [f"{deep} (no image decoder can identify it)"])
+    seen = sum(len(y) for _, y in epoch_batches(d.train_loader, 1))
+    assert seen == 24 and d.bad.take() == (1, [])  # counted again, named once
 
 
 def test_sample_grid_is_unnormalized(tmp_path, tiny_data):

@@ -19,6 +19,9 @@ from torch.utils.data import WeightedRandomSampler
 from trainkit import checkpoint, schema
 from trainkit.samplers import EpochSampler, expected_mix, sample_class_weights
 
+# a PNG signature and end chunk around garbage: it passes the check at start and fails when decoded
+UNDECODABLE_PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 2 + b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
 pytestmark = pytest.mark.slow
 
 
@@ -176,7 +179,7 @@ def test_a_batch_of_only_unreadable_files_on_one_rank_keeps_the_ranks_in_step(tm
     data = tmp_path / "data"
     make_image_folder(data / "train", {"cat": 4, "dog": 4}, seed=1)
     make_image_folder(data / "val", {"cat": 2, "dog": 2}, seed=2)
-    (data / "train" / "cat" / "000.png").write_bytes(b"not an image")  # position 0 of a sequential order: rank 0
+    (data / "train" / "cat" / "000.png").write_bytes(UNDECODABLE_PNG)  # position 0 of a sequential order: rank 0
     sets = {"batch_size": 1, "sampler": "sequential", "on_bad_image": "skip"}
     cfg = write_yaml(tmp_path / "c.yaml", tiny_config(data, tmp_path / "run", data=sets, train={"epochs": 2}))
     proc = run_cli("train", "--config", str(cfg), "--nproc", "2", timeout=180)
@@ -193,7 +196,7 @@ def test_a_bad_image_in_one_ranks_shard_is_one_line_and_exit_2(tmp_path):
     data = tmp_path / "data"
     make_image_folder(data / "train", {"cat": 4, "dog": 4}, seed=1)
     make_image_folder(data / "val", {"cat": 2, "dog": 2}, seed=2)
-    (data / "train" / "cat" / "001.png").write_bytes(b"not an image")  # position 1 of a sequential order: rank 1
+    (data / "train" / "cat" / "001.png").write_bytes(UNDECODABLE_PNG)  # position 1 of a sequential order: rank 1
     sets = {"batch_size": 1, "sampler": "sequential"}
     cfg = write_yaml(tmp_path / "c.yaml", tiny_config(data, tmp_path / "run", data=sets))
     proc = run_cli("train", "--config", str(cfg), "--nproc", "2", timeout=180)

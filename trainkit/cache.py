@@ -25,7 +25,7 @@ import torch
 
 from trainkit.augment import BatchAugment
 from trainkit.errors import DataError
-from trainkit.images import load_rgb
+from trainkit.images import decode_failure, load_rgb
 from trainkit.samplers import EpochSampler, num_batches
 
 VERSION = 1
@@ -57,7 +57,7 @@ def _decode(samples: list[tuple[str, int]], workers: int, key: str) -> tuple[np.
         try:
             return np.asarray(load_rgb(item[0]))
         except Exception as exc:  # any decoder failure is a bad file, named below
-            return f"{item[0]} ({exc or type(exc).__name__})"
+            return f"{item[0]} ({decode_failure(exc)})"
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         decoded = list(pool.map(one, samples, chunksize=256))

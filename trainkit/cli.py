@@ -143,11 +143,21 @@ def _train_config(args: argparse.Namespace) -> Config:
     from trainkit import config, trained
 
     overrides = list(args.overrides) + ([f"run_dir={args.run_dir}"] if args.run_dir else [])
+    notes: list[str] = []
     if args.config:
-        return config.load_config(args.config, overrides)
-    if args.resume:
-        return trained.checkpoint_config(trained.read_checkpoint(args.resume), args.resume, overrides)
-    raise ConfigError("train: give --config FILE (or --resume CKPT to continue a run with its own config)")
+        cfg = config.load_config(args.config, overrides, notes)
+    elif args.resume:
+        cfg = trained.checkpoint_config(trained.read_checkpoint(args.resume), args.resume, overrides, notes=notes)
+    else:
+        raise ConfigError("train: give --config FILE (or --resume CKPT to continue a run with its own config)")
+    _say(notes)
+    return cfg
+
+
+def _say(notes: list[str]) -> None:
+    """Notes about the user's input (not errors), on stderr so that stdout stays the command's output."""
+    for note in notes:
+        print(f"trainkit: {note}", file=sys.stderr, flush=True)
 
 
 def _without_nproc(argv: list[str]) -> list[str]:
@@ -202,7 +212,11 @@ def cmd_inspect_shapes(args: argparse.Namespace) -> int:
         t = trained.load_trained(args.ckpt, args.overrides, device="cpu")
         cfg, model = t.cfg, t.model
     else:
-        cfg = config.load_config(args.config, args.overrides)
+        notes: list[str] = []
+        cfg = config.load_config(
+            args.config, args.overrides, notes, needs=("model",) if args.input_size else ("data", "model")
+        )
+        _say(notes)
         model = models.build_model(cfg.model, seed=cfg.seed)
     if args.input_size:
         size = tuple(args.input_size)

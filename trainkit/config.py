@@ -19,7 +19,8 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from trainkit.errors import ConfigError, describe, join_key, key_error, printable, suggest
-from trainkit.schema import Config
+from trainkit import specs
+from trainkit.schema import Config, LossConfig, OptimConfig, SchedulerConfig
 from trainkit.yamlio import parse_yaml
 
 # --------------------------------------------------------------------------- validation
@@ -148,7 +149,8 @@ def _build(cls: type, raw: Any, path: str) -> Any:
         elif extra_field:
             extra[key] = value
         else:
-            raise key_error(join_key(path, key), f"unknown key{suggest(key, known)}")
+            hint = suggest(key, known) or (f"; the top-level keys are {', '.join(known)}" if not path else "")
+            raise key_error(join_key(path, key), f"unknown key{hint}")
     if extra_field:
         values[extra_field] = extra
     obj = cls(**values)
@@ -206,12 +208,13 @@ def apply_override(raw: dict, keys: list[str], value: Any, item: str) -> None:
 
 
 def _locate(key: str, origins: dict[str, str]) -> str | None:
-    """The origin of `key` or of its nearest ancestor."""
+    """The origin of `key` or of its nearest ancestor, else of a key under it (`--set foo.bar` for `foo`)."""
+    below = next((origins[k] for k in origins if k.startswith(key + ".") or k.startswith(key + "[")), None)
     while True:
         if key in origins:
             return origins[key]
         if not key:
-            return None
+            return below
         cut = max(key.rfind("."), key.rfind("["))
         key = key[:cut] if cut > 0 else ""
 
@@ -228,8 +231,14 @@ def from_dict(raw: Any, origins: dict[str, str] | None = None) -> Config:
         raise
 
 
-def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...], origins: dict[str, str]) -> dict:
-    """Apply `--set KEY=VALUE` items to a raw config dict; each key's origin becomes its flag."""
+def apply_overrides(
+    raw: dict, overrides: list[str] | tuple[str, ...], origins: dict[str, str], notes: list[str] | None = None
+) -> dict:
+    """Apply `--set KEY=VALUE` items to a raw config dict; each key's origin becomes its flag.
+
+    When `--set` changes the class of the optimizer, scheduler or loss, the arguments that came from
+    elsewhere and that the new class does not take are dropped, each drop said in `notes`.
+    """
     for item in overrides:
         keys, value = parse_override(item)
         apply_override(raw, keys, value, item)
@@ -237,11 +246,60 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...], origins: 
         for k in [k for k in origins if k == dotted or k.startswith(dotted + ".") or k.startswith(dotted + "[")]:
             del origins[k]
         origins[dotted] = f"--set {printable(item)}"
+    dropped = _drop_foreign_arguments(raw, origins)
+    if notes is not None:
+        notes.extend(dropped)
     return raw
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read, override and validate a config file."""
+# section -> (its classes, leading arguments trainkit supplies, the section's dataclass)
+_CLASS_SECTIONS: dict[str, tuple[Callable[[], dict[str, type]], int, type]] = {
+    "optim": (specs.optimizers, 1, OptimConfig),
+    "scheduler": (specs.schedulers, 1, SchedulerConfig),
+    "train.loss": (specs.nn_losses, 0, LossConfig),
+}
+
+
+def _drop_foreign_arguments(raw: dict, origins: dict[str, str]) -> list[str]:
+    notes = []
+    for section, (classes, skip, cls) in _CLASS_SECTIONS.items():
+        if not origins.get(f"{section}.type", "").startswith("--set"):
+            continue
+        node: Any = raw
+        for key in section.split("."):
+            node = node.get(key) if isinstance(node, dict) else None
+        target = classes().get(node.get("type")) if isinstance(node, dict) else None
+        accepted = specs.accepted_names(target, skip) if target is not None else None
+        if node is None or accepted is None:  # an unknown class is said by validation
+            continue
+        own = {f.name for f in fields(cls) if f.init} - {getattr(cls, "_extra", "")}
+        dropped = [
+            k
+            for k in node
+            if k not in own and k not in accepted and not origins.get(f"{section}.{k}", "").startswith("--set")
+        ]
+        for k in dropped:
+            del node[k]
+        if dropped:
+            notes.append(f"{section}: dropped {', '.join(dropped)}: not arguments of {node['type']}")
+    return notes
+
+
+SECTIONS_NEEDED = {
+    "data": "no data section: give data.train and data.val (folders with one sub-folder per class), "
+    "or data.dataset: cifar10 with data.root",
+    "model": "no model section: give model.sequential (a list of layers), model.moduledict, "
+    "or model.torchvision (a model name)",
+}
+
+
+def load_config(
+    path: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    notes: list[str] | None = None,
+    needs: tuple[str, ...] = ("data", "model"),
+) -> Config:
+    """Read, override and validate a config file; `needs` are the sections it must have (after `--set`)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -251,12 +309,20 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise ConfigError(f"{path}: cannot read the config file: {exc}") from None
     lines: dict[str, int] = {}
     raw = parse_yaml(text, str(path), lines)
-    if raw is None:
-        raw = {}
+    if raw is None and not overrides:
+        raise ConfigError(
+            f"{path}: the file is empty (or holds only comments); a config needs a data section and a model "
+            "section, see configs/digits.yaml"
+        )
+    raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys, got {describe(raw)}")
     origins = {k: f"{path}:{line}" for k, line in lines.items()}
-    return from_dict(apply_overrides(raw, overrides, origins), origins)
+    raw = apply_overrides(raw, overrides, origins, notes)
+    for section in needs:
+        if section not in raw:
+            raise ConfigError(f"{path}: {SECTIONS_NEEDED[section]}")
+    return from_dict(raw, origins)
 
 
 def default_of(dotted: str) -> Any:

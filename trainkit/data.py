@@ -20,6 +20,7 @@ from torchvision.transforms import v2
 
 from trainkit import specs
 from trainkit.errors import ConfigError, DataError
+from trainkit.filecheck import find_bad_files
 from trainkit.images import BadSample, ImageDataset, open_dataset
 from trainkit.loaders import BadImages, Loader, SampleLoader, bad_image_message
 from trainkit.samplers import EpochSampler, SeededSamples, expected_mix, train_order, val_order
@@ -93,8 +94,8 @@ class Data:
 
     @property
     def skipped(self) -> int:
-        """Undecodable files skipped since the count was last taken (`data.on_bad_image: skip`)."""
-        return self.bad.count
+        """Files that failed to decode, skipped since they were last taken (`data.on_bad_image: skip`)."""
+        return len(self.bad.skipped)
 
     @functools.cached_property
     def sample_shape(self) -> tuple[int, ...]:
@@ -170,6 +171,32 @@ def _cached_loader(
     return CachedLoader(cached, order(cached.targets.tolist()), batch, cfg.drop_last and train, augment, device)
 
 
+def _files_notes(ds: ImageDataset, key: str, cfg: DataConfig, notes: list[str]) -> None:
+    """Say the files ImageFolder passes over, and find the files that cannot be images before any step:
+    refused (`on_bad_image: error`) or left out and named once (`skip`)."""
+    ignored = getattr(ds, "ignored", [])
+    if ignored:
+        what = "file that is not an image" if len(ignored) == 1 else "files that are not images"
+        notes.append(f"{key}: ignored {len(ignored)} {what}: {_some(ignored)}")
+    if not hasattr(ds, "samples"):  # CIFAR: decoded arrays
+        return
+    bad = find_bad_files([p for p, _ in ds.samples])
+    if not bad:
+        return
+    named = _some([f"{p} ({why})" for p, why in bad])
+    if cfg.on_bad_image == "error":
+        what = "1 file is not a readable image" if len(bad) == 1 else f"{len(bad)} files are not readable images"
+        raise DataError(f"{key}: {what}: {named}; remove or replace them, or set data.on_bad_image: skip")
+    dropped = {p for p, _ in bad}
+    select(ds, [i for i, (p, _) in enumerate(ds.samples) if p not in dropped])
+    what = "1 file that is not a readable image" if len(bad) == 1 else f"{len(bad)} files that are not readable images"
+    notes.append(f"{key}: skipping {what}: {named}")
+
+
+def _some(items: list[str], n: int = 5) -> str:
+    return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
+
+
 def build_data(
     cfg: DataConfig,
     seed: int,
@@ -193,6 +220,7 @@ def build_data(
         raw = open_dataset(cfg, "train", build_transform(tcalls), classes)
         if cfg.subset is not None and cfg.subset < len(raw):
             select(raw, subset_indices(len(raw), cfg.subset, seed))
+        _files_notes(raw, "data.train", cfg, notes)
         train_set = SeededSamples(raw)
         classes = list(train_set.classes)
         mix = expected_mix(cfg.sampler, targets_of(train_set), classes)
@@ -217,6 +245,7 @@ def build_data(
                 empty_shape=shape if world > 1 else None,
             )
     val_set = open_dataset(cfg, "val", build_transform(val_calls(cfg)), classes)
+    _files_notes(val_set, "data.val", cfg, notes)
     classes = list(val_set.classes) if classes is None else classes
     if cfg.cache != "none":
         val_loader = _cached_loader(

@@ -29,6 +29,12 @@ def select_device(spec: str) -> torch.device:
     return torch.device(spec)
 
 
+def set_threads(threads: int | str) -> None:
+    """`threads`: torch's intra-op threads (`auto` leaves torch's default)."""
+    if isinstance(threads, int):
+        torch.set_num_threads(threads)
+
+
 def channels_last(cfg: Config, model: nn.Module) -> bool:
     """`train.channels_last`, where `auto` means: yes for convolutional models (faster on CPU and GPU)."""
     if cfg.train.channels_last == "auto":

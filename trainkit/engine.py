@@ -237,7 +237,9 @@ def _epoch_record(run: Run, epoch: int, train_m: dict[str, Any]) -> tuple[dict[s
         )
         val_m, conf = metrics.summarize(val_meters, run.dist, run.device, confusion=True)
         record |= {f"val_{k}": v for k, v in val_m.items() if k in ("loss", "acc", "acc5")}
-    bad = run.data.bad.take()
+    bad, new = run.data.bad.take()
+    if new:
+        run.sinks.message(f"skipped {len(new)} images that failed to decode: {', '.join(new[:5])}")
     if run.dist.enabled:  # each rank counts the files of its own shard
         bad = int(distributed.all_sum([bad], run.device)[0])
     for key, count in (

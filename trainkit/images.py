@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torchvision import datasets
 
 from trainkit.errors import DataError
@@ -64,8 +64,9 @@ class ImageFolder(datasets.ImageFolder):
         if empty:
             raise DataError(
                 f"{key}: class folder {empty[0]} has no image files ({', '.join(IMG_EXTENSIONS[:4])}, ...); "
-                "add images or remove the folder"
+                "add images, or remove that class from both data.train and data.val (they must hold the same classes)"
             )
+        self.ignored = _files_not_read(root, {p for p, _ in self.samples})
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
         classes = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
@@ -80,8 +81,24 @@ class ImageFolder(datasets.ImageFolder):
         try:
             img = load_rgb(path)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            return BadSample(path, str(exc) or type(exc).__name__), target
+            return BadSample(path, decode_failure(exc)), target
         return (self.transform(img) if self.transform else img), target
+
+
+def decode_failure(exc: BaseException) -> str:
+    """Why a file failed to decode, in words (PIL's own message names a file object)."""
+    if isinstance(exc, UnidentifiedImageError):
+        return "no image decoder can identify it"
+    return str(exc) or type(exc).__name__
+
+
+def _files_not_read(root: str, read: set[str]) -> list[str]:
+    """The files under `root` that ImageFolder passes over (not images, or outside a class folder), hidden ones aside."""
+    out = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        out += [p for f in sorted(files) if not f.startswith(".") and (p := os.path.join(folder, f)) not in read]
+    return out
 
 
 def _is_image_file(path: str) -> bool:

@@ -49,23 +49,27 @@ def bad_image_message(detail: str) -> str:
 
 
 class BadImages:
-    """`data.on_bad_image`: raise on the first undecodable file (`error`), or count the skipped ones (`skip`)."""
+    """`data.on_bad_image` for files that fail to decode while training (the check at start found the rest):
+    raise on the first one (`error`), or keep their names (`skip`)."""
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
-        self.count = 0  # skipped since the last `take`
+        self.skipped: list[str] = []  # "path (reason)" since the last `take`
+        self.named: set[str] = set()  # said once already
 
     def found(self, bad: Sequence[str]) -> None:
         if not bad:
             return
         if self.mode == "error":
             raise DataError(bad_image_message(bad[0]))
-        self.count += len(bad)
+        self.skipped += bad
 
-    def take(self) -> int:
-        """The count so far, reset to 0."""
-        n, self.count = self.count, 0
-        return n
+    def take(self) -> tuple[int, list[str]]:
+        """How many files were skipped since the last take, and those of them not named before."""
+        new = [b for b in dict.fromkeys(self.skipped) if b not in self.named]
+        self.named.update(new)
+        count, self.skipped = len(self.skipped), []
+        return count, new
 
 
 def collate(batch: list[tuple[Any, int]]) -> tuple[Any, Any, list[str]]:

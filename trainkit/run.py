@@ -180,6 +180,7 @@ def build_run(cfg: Config, resume: str | Path | None = None, overwrite: bool = F
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
     distributed.init(rank, device)
+    devices.set_threads(cfg.threads)
     seed_everything(cfg.seed)
     d = data.build_data(cfg.data, cfg.seed, device, rank=rank.rank, world=rank.world)
     model = models.build_model(cfg.model, seed=cfg.seed)

@@ -174,7 +174,7 @@ def _check_class(path: str, what: str, classes: dict[str, Any], name: str, kwarg
     """`type` names one of `classes`, and the other keys are arguments it accepts."""
     if name not in classes:
         raise key_error(f"{path}.type", f"unknown {what} {name!r}{suggest(name, set(classes))}")
-    specs.check_signature(classes[name], [], kwargs, path, skip=skip)
+    specs.check_signature(classes[name], [], kwargs, path, skip=skip, typed=True)
 
 
 @dataclass
@@ -211,7 +211,9 @@ class OptimConfig:
         if not self.lr > 0 or not math.isfinite(self.lr):
             raise key_error(f"{path}.lr", f"must be a positive number, got {self.lr}")
         for i, group in enumerate(self.groups):
-            specs.check_signature(specs.optimizers()[self.type], [], group.kwargs, f"{path}.groups[{i}]", skip=1)
+            specs.check_signature(
+                specs.optimizers()[self.type], [], group.kwargs, f"{path}.groups[{i}]", skip=1, typed=True
+            )
 
 
 @dataclass
@@ -346,6 +348,7 @@ class Config:
     name: str = "run"
     seed: int = 0
     device: str = "auto"
+    threads: Union[Literal["auto"], int] = "auto"  # torch's intra-op threads; auto leaves torch's default
     run_dir: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -363,6 +366,8 @@ class Config:
     def _check(self, path: str) -> None:
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             raise key_error("device", f"expected auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        if isinstance(self.threads, int) and self.threads < 1:
+            raise key_error("threads", f"must be a positive number of threads, or auto, got {self.threads}")
         if not re.fullmatch(r"[\w.-]+", self.name):
             raise key_error("name", f"use letters, digits, '.', '_' and '-' only, got {self.name!r}")
         if self.run_dir is None:

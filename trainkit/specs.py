@@ -57,11 +57,24 @@ def split_call(raw: Any, path: str, what: str) -> tuple[str, list, dict]:
     )
 
 
-def check_signature(target: Callable, args: list, kwargs: dict, path: str, skip: int = 0) -> None:
+def accepted_names(target: Callable, skip: int = 0) -> set[str] | None:
+    """The keyword arguments `target` takes (after `skip` leading ones), or None when it takes any."""
+    try:
+        params = list(inspect.signature(target).parameters.values())[skip:]
+    except (TypeError, ValueError):  # builtins without a signature
+        return None
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind != p.VAR_POSITIONAL}
+
+
+def check_signature(target: Callable, args: list, kwargs: dict, path: str, skip: int = 0, typed: bool = False) -> None:
     """Fail with the key path when `target(*args, **kwargs)` cannot bind.
 
     `skip` leading positional parameters are supplied by trainkit (the tensor of
-    an initializer, the parameters of an optimizer).
+    an initializer, the parameters of an optimizer). With `typed`, a string given
+    where the parameter's default is a number or a bool is an error too (for the
+    optimizer, scheduler and loss, whose numbers are plain numbers).
     """
     try:
         sig = inspect.signature(target)
@@ -73,13 +86,21 @@ def check_signature(target: Callable, args: list, kwargs: dict, path: str, skip:
         sig.bind(*args, **kwargs)
     except TypeError as exc:
         names = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-        hint = ""
-        for key in kwargs:
-            if key not in sig.parameters:
-                hint = suggest(key, names)
-                break
+        unknown = next((k for k in kwargs if k not in sig.parameters), None)
+        hint = suggest(unknown, names) if unknown else ""
         accepted = ", ".join(names) if names else "no arguments"
-        raise key_error(path, f"{exc}{hint} (accepted: {accepted})") from None
+        where = f"{path}.{unknown}" if unknown and path else path  # blame the key itself (its line, or its --set)
+        raise key_error(where, f"{exc}{hint} (accepted: {accepted})") from None
+    if typed:
+        for key, value in kwargs.items():
+            param = sig.parameters.get(key)
+            default = param.default if param is not None else None
+            if isinstance(value, str) and isinstance(default, (bool, int, float)):
+                kind = "true or false" if isinstance(default, bool) else "a number"
+                name = getattr(target, "__name__", "it")
+                raise key_error(
+                    f"{path}.{key}", f"expected {kind} ({name}'s default is {default!r}), got {describe(value)}"
+                )
 
 
 def parse_call(

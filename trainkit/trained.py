@@ -28,7 +28,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def checkpoint_config(
-    ckpt: dict[str, Any], source: str, overrides: tuple[str, ...] | list[str] = (), data_dir: str | None = None
+    ckpt: dict[str, Any],
+    source: str,
+    overrides: tuple[str, ...] | list[str] = (),
+    data_dir: str | None = None,
+    notes: list[str] | None = None,
 ) -> Config:
     """The checkpoint's config with `--data DIR` and `--set` applied, validated once."""
     raw = copy.deepcopy(ckpt["config"])
@@ -36,7 +40,7 @@ def checkpoint_config(
         dataset = (raw.get("data") or {}).get("dataset", config.default_of("data.dataset"))
         raw.setdefault("data", {})["val" if dataset == "imagefolder" else "root"] = data_dir
     origins: dict[str, str] = {}
-    raw = config.apply_overrides(raw, overrides, origins)
+    raw = config.apply_overrides(raw, overrides, origins, notes)
     try:
         return config.from_dict(raw, origins)
     except ConfigError as exc:
@@ -94,6 +98,7 @@ def load_trained(
     if isinstance(stored.get("model"), dict):
         stored["model"]["weights"] = None
     cfg = checkpoint_config({**ckpt, "config": stored}, source, overrides, data_dir)
+    devices.set_threads(cfg.threads)
     model = models.build_model(cfg.model, seed=cfg.seed)
     checkpoint.load_state(model, checkpoint.inference_weights(ckpt), source)
     dev = devices.select_device(device or cfg.device)

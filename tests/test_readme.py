@@ -1,0 +1,95 @@
+"""Every command in the README's `sh` blocks runs as written, on small data laid where the README says it is,
+so the README cannot drift from the program."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, make_image_folder, run_cli, wait_http
+
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+NOT_RUN = {
+    "make": "the README's two set-up commands are CI itself",
+    "torchrun": "torchrun by hand is the engine `--nproc 2` runs here; several machines cannot be had in a test",
+}
+
+
+def sh_blocks(text: str) -> list[list[str]]:
+    """The commands of each ```sh block: continuation lines joined, comments dropped."""
+    blocks = []
+    for body in re.findall(r"^```sh\n(.*?)^```", text, flags=re.S | re.M):
+        joined = body.replace("\\\n", " ")
+        blocks.append([ln.strip() for ln in joined.splitlines() if ln.strip() and not ln.strip().startswith("#")])
+    return blocks
+
+
+def test_the_readme_blocks_are_found():
+    blocks = sh_blocks((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert len(blocks) >= 4
+    assert blocks[0] == [
+        "make demo    # installs everything into .venv, then trains and evaluates the embedded default",
+        "make test    # installs everything into .venv, then runs the tests",
+    ]
+    assert any(c.startswith("trainkit train --config configs/cifar10.yaml --set") for b in blocks for c in b)
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory) -> Path:
+    """runs/digits as `make demo` leaves it (one epoch is enough here)."""
+    home = tmp_path_factory.mktemp("digits-home")
+    shutil.copytree(ROOT / "configs", home / "configs")
+    gen = subprocess.run([sys.executable, "-m", "trainkit.digits", "data/digits"], cwd=home, capture_output=True)
+    assert gen.returncode == 0, gen.stderr
+    proc = run_cli("train", "--config", "configs/digits.yaml", "--set", "train.epochs=1", cwd=home)
+    assert proc.returncode == 0, proc.stderr
+    return home
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index", range(1, len(sh_blocks((ROOT / "README.md").read_text(encoding="utf-8")))))
+def test_every_readme_command_runs(tmp_path, digits_run, index):
+    commands = sh_blocks((ROOT / "README.md").read_text(encoding="utf-8"))[index]
+    shutil.copytree(ROOT / "configs", tmp_path / "configs")
+    shutil.copytree(digits_run / "data", tmp_path / "data")
+    shutil.copytree(digits_run / "runs", tmp_path / "runs")
+    make_image_folder(tmp_path / "data" / "cifar10" / "train", dict.fromkeys(CIFAR_CLASSES, 2), size=32, ext="jpg")
+    make_image_folder(tmp_path / "data" / "cifar10" / "test", dict.fromkeys(CIFAR_CLASSES, 1), size=32, ext="jpg")
+    servers: list[subprocess.Popen] = []
+    ran = 0
+    try:
+        for command in commands:
+            words = shlex.split(command, comments=True)
+            if words[0] in NOT_RUN:
+                continue
+            assert words[0] == "trainkit", f"a README command this test does not know how to run: {command}"
+            if words[1] == "visdom":  # a server: it runs until stopped
+                port = int(words[words.index("--port") + 1]) if "--port" in words else 8097
+                if not port_free(port):
+                    pytest.skip(f"port {port} of the README's visdom command is taken on this machine")
+                servers.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "trainkit", *words[1:]], cwd=tmp_path, stdout=subprocess.PIPE
+                    )
+                )
+                assert wait_http(f"http://127.0.0.1:{port}/"), command
+            else:
+                proc = run_cli(*words[1:], cwd=tmp_path)
+                assert proc.returncode == 0, (command, proc.stdout[-2000:], proc.stderr[-2000:])
+            ran += 1
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(10)
+    assert ran, commands
