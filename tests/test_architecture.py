@@ -38,7 +38,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ),
     (
         "the run: sinks, building a run, loading a trained one, the loop",
-        {"sinks", "loggers", "plots", "tensorboard_sink", "rundir", "trained", "run", "engine", "evaluation"},
+        {"sinks", "loggers", "plots", "tensorboard_sink", "rundir", "trained", "run", "engine", "evaluation", "smoke"},
     ),
     ("commands", {"cli", "launch", "__main__", "__init__", "digits", "visdom_assets"}),
 ]

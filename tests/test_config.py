@@ -142,7 +142,7 @@ def test_set_overrides_parse_yaml_values_and_are_checked(tmp_path):
 
 
 def test_optimizer_and_scheduler_arguments_are_checked_against_their_signatures(tmp_path):
-    with pytest.raises(ConfigError, match=r"optim: .*momentun.*did you mean 'momentum'\?"):
+    with pytest.raises(ConfigError, match=r"optim.momentun: .*did you mean 'momentum'\?"):
         load_text(tmp_path, BASE + "optim: {type: SGD, lr: 0.1, momentun: 0.9}\n")
     with pytest.raises(ConfigError, match=r"optim.type: unknown optimizer 'Adamw'; did you mean 'AdamW'\?"):
         load_text(tmp_path, BASE + "optim: {type: Adamw}\n")

@@ -235,7 +235,9 @@ def test_frozen_batchnorm_keeps_its_running_statistics(tmp_path):
     make_image_folder(root / "val", {"a": 2, "b": 2}, size=32)
     frozen = ["conv1", "bn1", "layer1", "layer2", "layer3", "layer4"]
     model = {"torchvision": "resnet18", "args": {"num_classes": 2}, "freeze": frozen}
-    cfg = config.from_dict(tiny_config(root, tmp_path / "run", model=model, train={"epochs": 1, "log_every": 2}))
+    raw = tiny_config(root, tmp_path / "run", train={"epochs": 1, "log_every": 2})
+    raw["model"] = model
+    cfg = config.from_dict(raw)
     start = models.build_model(cfg.model, seed=cfg.seed).state_dict()
     assert run_cli("train", "--config", str(write_yaml(tmp_path / "r.yaml", config.to_dict(cfg)))).returncode == 0
     after = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]

@@ -84,6 +84,12 @@ def load_file(path: str | Path) -> Any:
         raise CheckpointError(
             f"{path}: checkpoint not found; check the path (a run directory holds last.pt and best.pt)"
         )
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save writes a zip archive (or, before 1.6, a pickle)
+        raise CheckpointError(
+            f"{path}: not a PyTorch checkpoint ({_looks_like(head)}); give the last.pt or best.pt of a run"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -98,6 +104,20 @@ def load_file(path: str | Path) -> Any:
         raise CheckpointError(
             f"{path}: not a readable checkpoint, truncated or corrupt ({reason}); use another one, such as best.pt"
         ) from None
+
+
+def _looks_like(head: bytes) -> str:
+    kinds = {b"\xff\xd8\xff": "a JPEG image", b"\x89PNG": "a PNG image", b"GIF8": "a GIF image", b"%PDF": "a PDF"}
+    kind = next((name for magic, name in kinds.items() if head.startswith(magic)), None)
+    if kind:
+        return f"it is {kind}"
+    if not head:
+        return "the file is empty"
+    try:
+        head.decode("utf-8")
+        return "it is a text file"
+    except UnicodeDecodeError:
+        return "its first bytes are of no format trainkit knows"
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -156,12 +176,38 @@ def load_state(model: nn.Module, state: Any, source: str) -> None:
     model.load_state_dict(state)
 
 
-def load_weights(model: nn.Module, path: str) -> None:
-    """`model.weights`: a bare state_dict file, or a trainkit checkpoint's model (its average, with train.ema)."""
+def head_of(model: nn.Module) -> str | None:
+    """The name of the final classifier: the last layer that holds parameters of its own."""
+    named = [n for n, m in model.named_modules() if n and any(True for _ in m.parameters(recurse=False))]
+    return named[-1] if named else None
+
+
+def load_weights(model: nn.Module, path: str) -> str | None:
+    """`model.weights`: a bare state_dict file, or a trainkit checkpoint's model (its average, with train.ema).
+
+    As timm does when `num_classes` changes, the final classifier's tensors whose shape differs (another
+    number of classes) are not loaded and keep their initialization; the line that says so is returned.
+    Any other difference is an error.
+    """
     state = load_file(path)
     if isinstance(state, dict) and state.get("format") == FORMAT:
         state = inference_weights(state)
-    load_state(model, state, f"model.weights {path}")
+    source = f"model.weights {path}"
+    head, own = head_of(model), model.state_dict()
+    note = None
+    if head is not None and isinstance(state, dict):
+        state = strip_prefixes(state)
+        keys = [k for k in own if k.startswith(head + ".") and k in state and hasattr(state[k], "shape")]
+        # only another number of classes: the first dimension differs, the others agree
+        skipped = [k for k in keys if state[k].shape[1:] == own[k].shape[1:] and state[k].shape != own[k].shape]
+        if skipped:
+            ours, theirs = own[skipped[0]].shape[0], state[skipped[0]].shape[0]
+            state = {k: v for k, v in state.items() if k not in skipped} | {k: own[k] for k in skipped}
+            note = (
+                f"model.weights: {', '.join(skipped)} not loaded (the head has {ours} classes, the checkpoint {theirs})"
+            )
+    load_state(model, state, source)
+    return note
 
 
 # --------------------------------------------------------------------------- RNG state

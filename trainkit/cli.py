@@ -90,6 +90,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the trainkit files of a non-empty run directory")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.add_argument(
+        "--fast-dev-run",
+        nargs="?",
+        type=int,
+        const=2,
+        metavar="N",
+        help="a smoke run: N (default 2) training and N val batches of one epoch, a checkpoint saved and loaded "
+        "back; writes nothing under runs/ unless --run-dir is given",
+    )
+    p.add_argument(
         "--nproc",
         type=int,
         default=1,
@@ -143,6 +152,10 @@ def _train_config(args: argparse.Namespace) -> Config:
     from trainkit import config, trained
 
     overrides = list(args.overrides) + ([f"run_dir={args.run_dir}"] if args.run_dir else [])
+    if args.fast_dev_run is not None:
+        from trainkit.smoke import temporary_run_dir
+
+        overrides += ["train.epochs=1"] + ([] if args.run_dir else [f"run_dir={temporary_run_dir()}"])
     notes: list[str] = []
     if args.config:
         cfg = config.load_config(args.config, overrides, notes)
@@ -177,12 +190,23 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.nproc < 1:
         raise ConfigError(f"--nproc: expected a positive number of processes, got {args.nproc}")
+    if args.fast_dev_run is not None:
+        if args.fast_dev_run < 1 or args.resume is not None or args.nproc > 1:
+            raise ConfigError(
+                "--fast-dev-run N: a positive number of batches, in one process, of a new run "
+                "(without --resume or --nproc)"
+            )
     cfg = _train_config(args)
     if args.print_config:
         print(config.dump_config(cfg), end="")
         return 0
     if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
         return launch.launch(args.nproc, _without_nproc(args.argv))
+    if args.fast_dev_run is not None:
+        from trainkit.smoke import fast_dev_run
+
+        print(fast_dev_run(cfg, args.fast_dev_run, keep=bool(args.run_dir)))
+        return 0
     resume = None
     if args.resume is not None:
         resume = args.resume or str(cfg.run_path / "last.pt")
@@ -219,6 +243,8 @@ def cmd_inspect_shapes(args: argparse.Namespace) -> int:
         _say(notes)
         model = models.build_model(cfg.model, seed=cfg.seed)
     if args.input_size:
+        if min(args.input_size) < 1:
+            raise ConfigError(f"--input-size: expected positive sizes C H W, got {' '.join(map(str, args.input_size))}")
         size = tuple(args.input_size)
     else:
         import torch

@@ -18,8 +18,8 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from trainkit.errors import ConfigError, describe, join_key, key_error, printable, suggest
 from trainkit import specs
+from trainkit.errors import ConfigError, describe, join_key, key_error, printable, suggest
 from trainkit.schema import Config, LossConfig, OptimConfig, SchedulerConfig
 from trainkit.yamlio import parse_yaml
 
@@ -268,7 +268,8 @@ def _drop_foreign_arguments(raw: dict, origins: dict[str, str]) -> list[str]:
         node: Any = raw
         for key in section.split("."):
             node = node.get(key) if isinstance(node, dict) else None
-        target = classes().get(node.get("type")) if isinstance(node, dict) else None
+        name = node.get("type") if isinstance(node, dict) else None
+        target = classes().get(name) if isinstance(name, str) else None
         accepted = specs.accepted_names(target, skip) if target is not None else None
         if node is None or accepted is None:  # an unknown class is said by validation
             continue

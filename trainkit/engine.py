@@ -6,6 +6,7 @@ A `Run` (built by `run.build_run`) holds everything; what happens goes to `run.s
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import signal
 from typing import Any
@@ -14,12 +15,11 @@ import numpy as np
 import torch
 from torch import nn
 
-import trainkit
 from trainkit import checkpoint, config, data, devices, distributed, evaluation, metrics, optim
 from trainkit.errors import TrainingError
 from trainkit.loaders import epoch_batches
 from trainkit.metrics import EpochMeters
-from trainkit.run import Run, State, make_checkpoint
+from trainkit.run import Run, State, banner, make_checkpoint
 from trainkit.rundir import RunFiles
 from trainkit.schema import EarlyStoppingConfig
 from trainkit.sinks import RunInfo
@@ -32,9 +32,13 @@ def train_one_epoch(run: Run, epoch: int, start: int = 0, meters: EpochMeters | 
     """
     cfg, s = run.cfg.train, run.state
     run.net.train()
+    for norm in run.frozen_norms:  # a frozen BatchNorm keeps its running statistics too
+        norm.eval()
     train_loader = run.data.train_loader
     assert train_loader is not None
     steps = train_loader.steps_per_epoch
+    if run.limit_batches is not None:
+        steps = min(steps, start + run.limit_batches)
     meters = meters or EpochMeters(len(run.data.classes), flush_every=cfg.log_every, confusion=False)
     run.sinks.begin_epoch(epoch + 1, cfg.epochs, steps)
     run.optimizer.zero_grad(set_to_none=True)
@@ -74,6 +78,8 @@ def train_one_epoch(run: Run, epoch: int, start: int = 0, meters: EpochMeters | 
             decided = distributed.agreed_signal(s.stop_requested, run.device) if check else None
         if decided is not None and s.batch % cfg.accumulate == 0:
             s.stop_signal = decided
+            break
+        if s.batch == steps:  # the epoch's end, or --fast-dev-run's
             break
     return meters
 
@@ -132,28 +138,9 @@ def _stop_on_signals(state: State):
             signal.signal(sig, old)
 
 
-def banner(run: Run) -> list[str]:
-    """What a run says at start."""
-    cfg, s, d = run.cfg, run.state, run.data
-    lines = [
-        f"trainkit {trainkit.__version__}: {cfg.name} on {run.device}, {len(d.train_set) if d.train_set else 0} train / "
-        f"{len(d.val_set)} val images, {len(d.classes)} classes, run_dir {run.run_dir}",
-        d.mix_line(),
-        *run.notes,
-    ]
-    if cfg.train.ema is not None:
-        e = cfg.train.ema
-        lines.append(
-            f"evaluating and saving the moving average of the weights (train.ema: decay {e.decay}, every {e.every})"
-        )
-    if s.epoch or s.batch:
-        lines.append(f"resuming at epoch {s.epoch + 1}, batch {s.batch} (step {s.step})")
-    return lines
-
-
 def _save(run: Run, files: RunFiles, record: dict[str, Any], best: bool = False) -> None:
     """The run files at the first save, then last.pt (and best.pt): rank 0 only."""
-    files.commit(run.state.epoch)
+    files.commit()
     ckpt = make_checkpoint(run, record)
     checkpoint.atomic_save(ckpt, run.run_dir / "last.pt")
     if best:
@@ -167,44 +154,19 @@ def fit(run: Run) -> dict[str, Any]:
     fresh = s.epoch == 0 and s.batch == 0
     main = run.dist.main  # under DDP only rank 0 writes
     grid = data.sample_grid(run.data) if fresh and main else None
-    files = RunFiles(run.run_dir, run.overwrite, resolved, grid)
-    if main and not any(run.run_dir.iterdir()):
-        files.commit(s.epoch)
+    files = RunFiles(run.run_dir, run.overwrite, resolved, grid, epochs_kept=s.epoch)
     sinks.start(RunInfo(cfg.name, run.run_dir, resolved, list(run.data.classes), grid, resumed=not fresh))
     for line in banner(run):
         sinks.message(line)
     record: dict[str, Any] = {}
-    with _stop_on_signals(s):
-        for epoch in range(s.epoch, cfg.train.epochs):
-            run.data.bad.take()
-            s.nan_skipped = s.amp_skipped = 0
-            meters = None
-            if s.batch and s.partial:
-                meters = EpochMeters(len(run.data.classes), flush_every=cfg.train.log_every, confusion=False)
-                meters.restore(s.partial)
-            meters = train_one_epoch(run, epoch, s.batch, meters)
-            if s.stop_signal is not None:
-                s.partial = metrics.reduced_state(meters, run.dist, run.device)
-                if main:
-                    _save(run, files, {})
-                break
-            s.batch, s.partial = 0, None
-            record, conf = _epoch_record(run, epoch, metrics.summarize(meters, run.dist, run.device)[0])
-            s.epoch = epoch + 1
-            _step_scheduler(run, record)
-            improved = _improved(record.get(cfg.train.monitor), s.best, cfg.train.monitor_mode)
-            if improved:
-                s.best, s.best_epoch = record[cfg.train.monitor], s.epoch
-                record["best"] = True
-            stop_early = _early_stop(cfg.train.early_stopping, s, record)
-            if main:
-                files.commit(s.epoch)
-                sinks.end_epoch(record, conf)
-                _save(run, files, record, best=improved)
-            if stop_early and cfg.train.early_stopping is not None:
-                es = cfg.train.early_stopping
-                sinks.message(f"early stopping: {es.monitor} has not improved for {es.patience} epochs")
-                break
+    try:
+        with _stop_on_signals(s):
+            record = _epochs(run, files)
+    except BaseException:
+        if main:
+            sinks.close()
+            files.discard()
+        raise
     sinks.close()
     if s.stop_signal is not None:
         name = signal.Signals(s.stop_signal).name
@@ -215,6 +177,43 @@ def fit(run: Run) -> dict[str, Any]:
         raise SystemExit(128 + s.stop_signal)
     if s.best_epoch is not None:
         sinks.message(f"best {cfg.train.monitor} {s.best:.4f} at epoch {s.best_epoch}: {run.run_dir / 'best.pt'}")
+    return record
+
+
+def _epochs(run: Run, files: RunFiles) -> dict[str, Any]:
+    """Epochs from where `run.state` stands; returns the last epoch's record."""
+    cfg, s, sinks, main = run.cfg, run.state, run.sinks, run.dist.main
+    record: dict[str, Any] = {}
+    for epoch in range(s.epoch, cfg.train.epochs):
+        run.data.bad.take()
+        s.nan_skipped = s.amp_skipped = 0
+        meters = None
+        if s.batch and s.partial:
+            meters = EpochMeters(len(run.data.classes), flush_every=cfg.train.log_every, confusion=False)
+            meters.restore(s.partial)
+        meters = train_one_epoch(run, epoch, s.batch, meters)
+        if s.stop_signal is not None:
+            s.partial = metrics.reduced_state(meters, run.dist, run.device)
+            if main:
+                _save(run, files, {})
+            break
+        s.batch, s.partial = 0, None
+        record, conf = _epoch_record(run, epoch, metrics.summarize(meters, run.dist, run.device)[0])
+        s.epoch = epoch + 1
+        _step_scheduler(run, record)
+        improved = _improved(record.get(cfg.train.monitor), s.best, cfg.train.monitor_mode)
+        if improved:
+            s.best, s.best_epoch = record[cfg.train.monitor], s.epoch
+            record["best"] = True
+        stop_early = _early_stop(cfg.train.early_stopping, s, record)
+        if main:
+            files.commit()
+            sinks.end_epoch(record, conf)
+            _save(run, files, record, best=improved)
+        if stop_early and cfg.train.early_stopping is not None:
+            es = cfg.train.early_stopping
+            sinks.message(f"early stopping: {es.monitor} has not improved for {es.patience} epochs")
+            break
     return record
 
 
@@ -230,7 +229,7 @@ def _epoch_record(run: Run, epoch: int, train_m: dict[str, Any]) -> tuple[dict[s
         eval_net = run.model if run.dist.enabled else run.net  # no DDP collectives: ranks may hold unequal shares
         if run.ema is not None:
             eval_net = run.ema.module
-        batches = epoch_batches(run.data.val_loader, epoch)
+        batches = itertools.islice(epoch_batches(run.data.val_loader, epoch), run.limit_batches)
         n = len(run.data.classes)
         val_meters = evaluation.evaluate(
             eval_net, batches, run.loss_fn, run.device, n, run.channels_last, run.cfg.train.amp, run.cfg.eval.tta

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainkit import devices, metrics, optim
-from trainkit.errors import ConfigError
+from trainkit.errors import ConfigError, DataError
 from trainkit.loaders import epoch_batches
 from trainkit.metrics import EpochMeters, fmt_pct
 from trainkit.trained import load_trained
@@ -74,7 +74,12 @@ def evaluate(
 def eval_checkpoint(path: str, data_dir: str | None = None, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     """Rebuild model and val data from a checkpoint alone and evaluate them as training did."""
     t = load_trained(path, overrides, data_dir)
-    d = t.val_data()
+    try:
+        d = t.val_data()
+    except DataError as exc:
+        if data_dir is not None:
+            raise
+        raise DataError(f"{exc}; if the data has moved, give its new place with --data DIR") from None
     loss_fn = optim.build_loss(t.cfg.train.loss, t.classes).to(t.device)
     meters = evaluate(
         t.model, epoch_batches(d.val_loader, 0), loss_fn, t.device, len(t.classes), t.channels_last, t.amp, t.tta

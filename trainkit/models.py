@@ -102,8 +102,21 @@ def freeze(model: nn.Module, prefixes: list[str]) -> int:
     return count
 
 
-def build_model(cfg: ModelConfig, seed: int | None = None) -> nn.Module:
-    """Build the model of a `ModelConfig`, seeded so that the same seed gives the same weights."""
+def frozen_norms(model: nn.Module) -> list[nn.Module]:
+    """The BatchNorm layers whose parameters are all frozen: they keep their running statistics too
+    (the loop runs them in eval mode while training), as people fine-tuning a frozen backbone expect."""
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and (params := list(m.parameters(recurse=False)))
+        and not any(p.requires_grad for p in params)
+    ]
+
+
+def build_model(cfg: ModelConfig, seed: int | None = None, notes: list[str] | None = None) -> nn.Module:
+    """Build the model of a `ModelConfig`, seeded so that the same seed gives the same weights; what is
+    worth saying (a head left unloaded) goes to `notes`."""
     if seed is not None:
         torch.manual_seed(seed)
     if cfg.net is not None:
@@ -117,7 +130,9 @@ def build_model(cfg: ModelConfig, seed: int | None = None) -> nn.Module:
             raise ConfigError(f"model.args: torchvision {cfg.torchvision} rejected its arguments: {exc}") from None
     apply_init(model, cfg.init)
     if cfg.weights:
-        load_weights(model, cfg.weights)
+        note = load_weights(model, cfg.weights)
+        if note and notes is not None:
+            notes.append(note)
     _replace(model, cfg.replacements, cfg.init)
     freeze(model, cfg.freeze)
     return model

@@ -87,6 +87,23 @@ def build_scheduler(
     return torch.optim.lr_scheduler.SequentialLR(optimizer, [warm, main], milestones=[warm_steps])
 
 
+def horizon_warning(cfg: SchedulerConfig | None, epochs: int, steps_per_epoch: int) -> str | None:
+    """A warning when a schedule ends before the run does (CosineAnnealingLR then rises again)."""
+    if cfg is None or cfg.type != "CosineAnnealingLR" or not isinstance(cfg.kwargs.get("T_max"), int):
+        return None
+    t_max, unit = cfg.kwargs["T_max"], "steps" if cfg.per_step else "epochs"
+    per = steps_per_epoch if cfg.per_step else 1
+    end = cfg.warmup_epochs * per + t_max  # in the scheduler's own unit
+    if end >= epochs * per:
+        return None
+    at = f"epoch {-(-end // per)}" if cfg.per_step else f"epoch {end}"
+    return (
+        f"warning: scheduler: CosineAnnealingLR's horizon (T_max {t_max} {unit}) is shorter than train.epochs "
+        f"({epochs}): the learning rate reaches its minimum at {at} and rises again; "
+        f"set scheduler.T_max to {epochs * per - cfg.warmup_epochs * per}"
+    )
+
+
 def build_loss(cfg: LossConfig, classes: list[str]) -> nn.Module:
     """Any torch.nn loss; `weight` may be a mapping of class name to weight (others 1.0)."""
     kwargs = dict(cfg.kwargs)

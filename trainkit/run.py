@@ -61,6 +61,8 @@ class Run:
     dist: distributed.Dist = field(default_factory=distributed.Dist)
     overwrite: bool = False  # replace the previous run's files at the first checkpoint
     notes: list[str] = field(default_factory=list)  # said once at start
+    frozen_norms: list[nn.Module] = field(default_factory=list)  # BatchNorm layers that run in eval mode
+    limit_batches: int | None = None  # --fast-dev-run: this many training and val batches of one epoch
 
 
 # --------------------------------------------------------------------------- what a checkpoint holds
@@ -151,6 +153,38 @@ def restore(run: Run, ckpt: dict[str, Any]) -> None:
         part.load(run, ckpt.get(part.key))
 
 
+def summary_line(model: nn.Module, input_shape: tuple[int, ...]) -> str:
+    params = list(model.parameters())
+    total, trainable = sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
+    size = sum(p.numel() * p.element_size() for p in params) / 1e6
+    return f"model: {total:,} parameters ({trainable:,} trainable, {size:.2f} MB), input {list(input_shape)}"
+
+
+def banner(run: Run) -> list[str]:
+    """What a run says at start."""
+    cfg, s, d = run.cfg, run.state, run.data
+    lines = [
+        f"trainkit {trainkit.__version__}: {cfg.name} on {run.device}, {len(d.train_set) if d.train_set else 0} train / "
+        f"{len(d.val_set)} val images, {len(d.classes)} classes, run_dir {run.run_dir}",
+        d.mix_line(),
+        summary_line(run.model, d.input_shape),
+        *run.notes,
+    ]
+    if run.frozen_norms:
+        lines.append(
+            f"model.freeze: {len(run.frozen_norms)} BatchNorm layers are frozen: they keep their running "
+            "statistics (eval mode while training)"
+        )
+    if cfg.train.ema is not None:
+        e = cfg.train.ema
+        lines.append(
+            f"evaluating and saving the moving average of the weights (train.ema: decay {e.decay}, every {e.every})"
+        )
+    if s.epoch or s.batch:
+        lines.append(f"resuming at epoch {s.epoch + 1}, batch {s.batch} (step {s.step})")
+    return lines
+
+
 # --------------------------------------------------------------------------- building a run
 
 
@@ -172,6 +206,16 @@ def check_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> None:
         )
 
 
+def check_samples(train_shape: tuple[int, ...], val_shape: tuple[int, ...]) -> None:
+    """The model sees training and val samples: they must agree in rank and channels (sizes may differ)."""
+    if len(train_shape) != len(val_shape) or train_shape[:1] != val_shape[:1]:
+        raise ConfigError(
+            f"data.transforms: a training sample has shape {list(train_shape)} after data.transforms.train, a val "
+            f"sample {list(val_shape)} after data.transforms.val; the model sees both: make the two lists agree "
+            "(for example the same Grayscale in both)"
+        )
+
+
 def build_run(cfg: Config, resume: str | Path | None = None, overwrite: bool = False) -> Run:
     """Build everything and check it before the run directory is touched (on every rank under DDP)."""
     rank = distributed.from_env()
@@ -183,11 +227,12 @@ def build_run(cfg: Config, resume: str | Path | None = None, overwrite: bool = F
     devices.set_threads(cfg.threads)
     seed_everything(cfg.seed)
     d = data.build_data(cfg.data, cfg.seed, device, rank=rank.rank, world=rank.world)
-    model = models.build_model(cfg.model, seed=cfg.seed)
+    notes = list(d.notes)
+    model = models.build_model(cfg.model, seed=cfg.seed, notes=notes)
     if cfg.train.check_shapes:
+        check_samples(d.sample_shape, d.input_shape)
         check_shapes(model, d.input_shape)
     ckpt = read_checkpoint(resume) if resume else None
-    notes = list(d.notes)
     if cfg.model.whiten is not None and ckpt is None:  # a resumed run loads its weights instead
         from trainkit.whiten import apply_whitening
 
@@ -202,6 +247,8 @@ def build_run(cfg: Config, resume: str | Path | None = None, overwrite: bool = F
     ema = EMA(model, cfg.train.ema.decay, cfg.train.ema.every, cfg.train.ema.warmup) if cfg.train.ema else None
     optimizer = optim.build_optimizer(model, cfg.optim)
     scheduler = optim.build_scheduler(optimizer, cfg.scheduler, d.steps_per_epoch, cfg.train.epochs)
+    horizon = optim.horizon_warning(cfg.scheduler, cfg.train.epochs, d.steps_per_epoch)
+    notes += [horizon] if horizon else []
     scaler = torch.amp.GradScaler(device.type, init_scale=cfg.train.fp16_init_scale, enabled=cfg.train.amp == "fp16")
     loss_fn = optim.build_loss(cfg.train.loss, d.classes).to(device)
     net: nn.Module = model
@@ -213,9 +260,10 @@ def build_run(cfg: Config, resume: str | Path | None = None, overwrite: bool = F
         net = torch.compile(net)  # type: ignore[assignment]
     run = Run(cfg, device, d, model, net, optimizer, scheduler, scaler, loss_fn, run_dir, Sinks([]), State(), ema)
     run.channels_last, run.dist, run.notes = use_channels_last, rank, notes
+    run.frozen_norms = models.frozen_norms(model)
     if ckpt is not None:
         restore(run, ckpt)
-    prepare_run_dir(run_dir, resume=ckpt is not None, overwrite=overwrite, create=rank.main)
+    prepare_run_dir(run_dir, resume=ckpt is not None, overwrite=overwrite, probe=rank.main)
     if rank.enabled:  # every rank has checked the run dir before rank 0 writes to it (else a rank may find it taken)
         distributed.barrier()
     run.overwrite = overwrite and ckpt is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,11 @@ def truncate_jsonl(path: Path, epochs: int) -> None:
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "samples.png", "eval.json")
 
 
-def prepare_run_dir(path: Path, resume: bool, overwrite: bool, create: bool = True) -> None:
-    """A non-empty run directory is never silently overwritten (--overwrite replaces it at the first checkpoint)."""
+def prepare_run_dir(path: Path, resume: bool, overwrite: bool, probe: bool = True) -> None:
+    """A non-empty run directory is never silently overwritten (--overwrite replaces it at the first checkpoint).
+
+    It is not created here: `RunFiles` creates it at the run's first checkpoint.
+    """
     if path.exists() and not path.is_dir():
         raise RunDirError(f"run_dir {path} is a file; choose another --run-dir")
     if path.is_dir() and any(path.iterdir()) and not resume:
@@ -46,36 +50,67 @@ def prepare_run_dir(path: Path, resume: bool, overwrite: bool, create: bool = Tr
                 f"run_dir {path} is not empty (holds {held}); pass --resume to continue it, "
                 "--overwrite to replace its trainkit files, or --run-dir for a new one"
             )
-    if not create:
+    if not probe or path.exists():
         return
-    try:
-        path.mkdir(parents=True, exist_ok=True)
+    missing = _missing(path)
+    try:  # can it be made? found now, not after an epoch; nothing is left behind
+        path.mkdir(parents=True)
     except OSError as exc:
         raise RunDirError(f"run_dir {path}: cannot create it: {exc.strerror}") from None
+    for folder in missing:
+        folder.rmdir()
+
+
+def _missing(path: Path) -> list[Path]:
+    """`path` and its ancestors that do not exist, deepest first."""
+    out = []
+    while not path.exists():
+        out.append(path)
+        path = path.parent
+    return out
 
 
 class RunFiles:
-    """Writes to the run directory wait for the first checkpoint of this process, unless the folder was empty.
+    """Writes to the run directory wait for the run's first checkpoint.
 
-    So a run that fails early (a bad image in the first epoch, a shape error) leaves an existing run
-    directory exactly as it was, also with --resume or --overwrite.
+    So a run that fails before it (a bad image in the first epoch, a diverging loss) leaves the run directory
+    as it found it, and the same command runs again: `discard` removes what a sink wrote meanwhile from a
+    folder that was absent or empty at the start; an existing run's files are not touched, also with
+    --resume or --overwrite.
     """
 
-    def __init__(self, run_dir: Path, overwrite: bool, resolved: str, grid: torch.Tensor | None) -> None:
+    def __init__(
+        self, run_dir: Path, overwrite: bool, resolved: str, grid: torch.Tensor | None, epochs_kept: int
+    ) -> None:
         self.run_dir, self.overwrite, self.resolved, self.grid = run_dir, overwrite, resolved, grid
+        self.epochs_kept = epochs_kept  # the epochs of the checkpoint the run starts from
+        self.new = _missing(run_dir)[-1:]  # the top folder this run would create
+        self.was_empty = not run_dir.exists() or not any(run_dir.iterdir())
         self.done = False
 
-    def commit(self, epoch: int) -> None:
-        """Write the resolved config and the sample grid; `metrics.jsonl` keeps the records up to `epoch`."""
+    def discard(self) -> None:
+        """The run ends before its first checkpoint: remove what it wrote to an absent or empty run directory."""
+        if self.done:
+            return
+        if self.new:
+            shutil.rmtree(self.new[0], ignore_errors=True)
+        elif self.was_empty:
+            for child in self.run_dir.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+    def commit(self) -> None:
+        """Create the folder; write the resolved config and the sample grid; cut metrics.jsonl back to the
+        epochs of the checkpoint the run started from (whichever one it was)."""
         if self.done:
             return
         d = self.run_dir
+        d.mkdir(parents=True, exist_ok=True)
         if self.overwrite:  # --overwrite: the previous run's trainkit files go now, and only now
             for name in RUN_FILES:
                 with contextlib.suppress(FileNotFoundError):
                     (d / name).unlink()
         (d / "config.yaml").write_text(self.resolved, encoding="utf-8")
-        truncate_jsonl(d / "metrics.jsonl", epoch)
+        truncate_jsonl(d / "metrics.jsonl", self.epochs_kept)
         if self.grid is not None:
             from torchvision.utils import save_image
 

@@ -27,6 +27,8 @@ class Row:
     done: bool = False
     output_bytes: int = 0
     expected: int | None = None  # the size argument the input must match (in_features, ...)
+    window: tuple[int, ...] = ()  # a conv's or pool's spatial extent (dilated kernel) ...
+    padding: tuple[int, ...] = ()  # ... and padding, per spatial axis
 
 
 @dataclass
@@ -85,6 +87,7 @@ def collect(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1) 
         params, trainable = _trainable(module)
         kind = type(module).__name__
         attr = _ATTRS.get(kind, (None,))[0]
+        window, padding = _window(module)
         report.rows.append(
             Row(
                 name,
@@ -95,6 +98,8 @@ def collect(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1) 
                 trainable=trainable,
                 leaf=not any(True for _ in module.children()),
                 expected=getattr(module, attr, None) if attr else None,
+                window=window,
+                padding=padding,
             )
         )
         stack.setdefault(module, []).append(report.rows[-1])
@@ -117,7 +122,7 @@ def collect(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1) 
             with torch.no_grad():
                 model(x)
         except Exception as exc:  # the model's own error is what we diagnose
-            report.failure = diagnose(report.rows, exc)
+            report.failure = diagnose(report.rows, exc, report.input_size)
     finally:
         for h in handles:
             h.remove()
@@ -139,7 +144,38 @@ def _features(rows: list[Row], index: int, count: int) -> str:
     return ""
 
 
-def diagnose(rows: list[Row], exc: Exception) -> Failure:
+def _window(module: nn.Module) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The spatial extent and padding of a conv or pooling layer (empty for others or string paddings)."""
+    kernel, padding = getattr(module, "kernel_size", None), getattr(module, "padding", 0)
+    if kernel is None or isinstance(padding, str):
+        return (), ()
+    kernel = (kernel,) if isinstance(kernel, int) else tuple(kernel)
+    n = len(kernel)
+
+    def per_axis(v: Any) -> tuple[int, ...]:
+        return (int(v),) * n if isinstance(v, int) else tuple(int(x) for x in v)
+
+    dilation = per_axis(getattr(module, "dilation", 1))
+    return tuple((k - 1) * d + 1 for k, d in zip(kernel, dilation)), per_axis(padding)
+
+
+def _too_small(rows: list[Row], index: int) -> str:
+    """Why a layer fails when its input has shrunk below its kernel, with the fixes; else ''."""
+    row = rows[index]
+    if not row.window or not row.input_shape or len(row.input_shape) < 2 + len(row.window):
+        return ""
+    spatial = row.input_shape[-len(row.window) :]
+    if all(s + 2 * p >= w for s, p, w in zip(spatial, row.padding, row.window)):
+        return ""
+    pools = sum(1 for r in rows[:index] if r.done and r.leaf and "Pool" in r.type)
+    after = f" (after {pools} pooling{'s' if pools != 1 else ''})" if pools else ""
+    return (
+        f"the input is {'x'.join(map(str, spatial))} here{after}, smaller than the "
+        f"{'x'.join(map(str, row.window))} kernel; remove a pooling, add padding, or use larger images"
+    )
+
+
+def diagnose(rows: list[Row], exc: Exception, input_size: tuple = ()) -> Failure:
     pending = [i for i, r in enumerate(rows) if not r.done]
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if not pending:
@@ -150,16 +186,25 @@ def diagnose(rows: list[Row], exc: Exception) -> Failure:
     shape = row.input_shape
     if not shape or len(shape) < 2:
         return failure
+    small = _too_small(rows, index)
+    if small:
+        failure.fix = small
+        return failure
     if row.type not in _ATTRS:
         return failure
     attr, axis, unit = _ATTRS[row.type]
     got = shape[axis]
     expected = row.expected
-    if expected is None:
+    if expected is None or expected == got:
         return failure
     extra = _features(rows, index, got) if attr == "in_features" else ""
     failure.expected = f"{row.type} expects {attr}={expected}"
     failure.fix = f"got {got}{extra} {unit}; {row.type} expects {expected}: set {attr} to {got}"
+    if unit == "channels" and got == 3 and expected == 1 and tuple(shape[1:]) == tuple(input_size):
+        failure.fix = (
+            f"got 3 channels; {row.type} expects 1: the images are converted to RGB (3 channels); set {attr} to 3, "
+            "or add Grayscale (num_output_channels 1) to both data.transforms.train and data.transforms.val"
+        )
     return failure
 
 
