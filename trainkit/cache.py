@@ -26,6 +26,7 @@ import torch
 from trainkit.augment import BatchAugment
 from trainkit.errors import DataError
 from trainkit.images import decode_failure, load_rgb
+from trainkit.loaders import EpochBatches
 from trainkit.samplers import EpochSampler, num_batches
 
 VERSION = 1
@@ -108,7 +109,7 @@ def cache_dataset(ds: Any, mode: str, cache_dir: str | None, workers: int, key: 
     return Cached(torch.from_numpy(decoded), torch.from_numpy(targets), time.perf_counter() - start, mode, bad)
 
 
-class CachedLoader:
+class CachedLoader(EpochBatches):
     """Batches of cached images, augmented as whole batches on the training device (a `loaders.Loader`).
 
     `order` is an `EpochSampler` (training: a seeded order, one augmentation seed per batch) or a fixed
@@ -127,21 +128,9 @@ class CachedLoader:
         on_device = device.type != "cpu" and cached.images.numel() < 4 * 2**30
         self.images = cached.images.to(device) if on_device else cached.images
         self.targets = cached.targets.to(self.images.device)
-        self.order, self.batch_size, self.drop_last = order, batch_size, drop_last
+        super().__init__(order, batch_size, drop_last)
         self.augment, self.device = augment, device
         self.gen = torch.Generator(device=self.images.device)
-
-    @property
-    def steps_per_epoch(self) -> int:
-        n = self.order.total if isinstance(self.order, EpochSampler) else len(self.order)
-        return num_batches(n, self.batch_size, self.drop_last)
-
-    def __len__(self) -> int:
-        return self.steps_per_epoch
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        if isinstance(self.order, EpochSampler):
-            self.order.set_epoch(epoch, skip * self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         store = self.images.device

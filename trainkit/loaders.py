@@ -88,7 +88,27 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-class SampleLoader:
+class EpochBatches:
+    """What both loaders share: an epoch's order, an `EpochSampler` (training) or a fixed range of indices
+    (evaluation), cut into batches."""
+
+    def __init__(self, order: EpochSampler | range, batch_size: int, drop_last: bool) -> None:
+        self.order, self.batch_size, self.drop_last = order, batch_size, drop_last
+
+    @property
+    def steps_per_epoch(self) -> int:
+        n = self.order.total if isinstance(self.order, EpochSampler) else len(self.order)
+        return num_batches(n, self.batch_size, self.drop_last)
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        if isinstance(self.order, EpochSampler):
+            self.order.set_epoch(epoch, skip * self.batch_size)
+
+
+class SampleLoader(EpochBatches):
     """Per-sample decoding and transforms in DataLoader workers, over an `EpochSampler` (training) or a
     fixed order of indices (evaluation). `empty_shape`, when given, makes a batch with no good image an
     empty batch of that sample shape (`empty_shape()`) instead of no batch: under DDP every rank must
@@ -106,7 +126,7 @@ class SampleLoader:
         drop_last: bool = False,
         empty_shape: Callable[[], tuple[int, ...]] | None = None,
     ) -> None:
-        self.order, self.batch_size, self.drop_last = order, batch_size, drop_last
+        super().__init__(order, batch_size, drop_last)
         self.seed, self.bad, self.empty_shape = seed, bad, empty_shape
         self.generator = torch.Generator() if isinstance(order, EpochSampler) else None  # worker seeds
         workers = cfg.num_workers
@@ -124,17 +144,8 @@ class SampleLoader:
             worker_init_fn=seed_worker,
         )
 
-    @property
-    def steps_per_epoch(self) -> int:
-        n = self.order.total if isinstance(self.order, EpochSampler) else len(self.order)
-        return num_batches(n, self.batch_size, self.drop_last)
-
-    def __len__(self) -> int:
-        return self.steps_per_epoch
-
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        if isinstance(self.order, EpochSampler):
-            self.order.set_epoch(epoch, skip * self.batch_size)
+        super().set_epoch(epoch, skip)
         if self.generator is not None:
             self.generator.manual_seed(epoch_seed(self.seed, epoch) + 1)
 
