@@ -175,3 +175,39 @@ def test_trainkit_visdom_serves_the_page_offline_on_loopback(tmp_path):
         proc.wait(10)
     with pytest.raises(OSError):  # SIGTERM stopped the server itself: `trainkit visdom` leaves nothing running
         urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+
+
+def test_the_page_loads_under_current_tornado_with_and_without_a_base_url(tmp_path, visdom_server):
+    import tornado
+
+    assert tuple(int(x) for x in tornado.version.split(".")[:3]) >= (6, 5, 8)
+    with urllib.request.urlopen(f"http://127.0.0.1:{visdom_server}/", timeout=10) as resp:
+        assert resp.status == 200 and 'href="/user/style.css"' in resp.read().decode()
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "visdom.server", "-port", str(port), "-bind_local", "-env_path", str(tmp_path),
+         "-base_url", "/vis"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert wait_http(f"http://127.0.0.1:{port}/vis/")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/vis/", timeout=10) as resp:
+            assert 'href="/vis/user/style.css"' in resp.read().decode()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/vis/user/style.css", timeout=10) as resp:
+            assert resp.status == 200
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_the_template_rewrite_is_idempotent_and_checked(tmp_path):
+    page = tmp_path / visdom_assets.TEMPLATE
+    page.write_text(f"<head>\n    <link rel='x' {visdom_assets.TEMPLATE_ORIGINAL}>\n</head>\n")
+    assert visdom_assets.patch_template(tmp_path) is True
+    once = page.read_text()
+    assert visdom_assets.TEMPLATE_PATCHED in once and visdom_assets.TEMPLATE_ORIGINAL not in once
+    assert visdom_assets.patch_template(tmp_path) is False and page.read_text() == once
+    page.write_text("<head>another page</head>\n")
+    with pytest.raises(SystemExit, match="not the page trainkit knows"):
+        visdom_assets.patch_template(tmp_path)

@@ -90,6 +90,8 @@ def load_file(path: str | Path) -> Any:
         raise CheckpointError(
             f"{path}: not a PyTorch checkpoint ({_looks_like(head)}); give the last.pt or best.pt of a run"
         )
+    if head.startswith(b"PK"):
+        _check_archive(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -101,9 +103,35 @@ def load_file(path: str | Path) -> Any:
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "weights_only" in reason:  # torch's advice to unpickle everything: never ours to give
+            reason = "torch cannot read it"
         raise CheckpointError(
             f"{path}: not a readable checkpoint, truncated or corrupt ({reason}); use another one, such as best.pt"
         ) from None
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse, before anything is inflated, an archive that torch.save did not write as it writes: torch stores its
+    members uncompressed, so a compressed member, or members declaring more bytes than the file holds, mean a file
+    made to exhaust memory (or a damaged one)."""
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # torch.load names the damage
+    packed = [m.filename for m in members if m.compress_type != zipfile.ZIP_STORED]
+    if packed:
+        raise CheckpointError(
+            f"{path}: refused: its archive holds compressed members ({packed[0]}); torch.save stores them "
+            "uncompressed, so this file was not written by it (it may be a decompression bomb)"
+        )
+    declared = sum(m.file_size for m in members)
+    if declared > size + 2**20:
+        raise CheckpointError(
+            f"{path}: refused: its members declare {declared:,} bytes in a file of {size:,}; it is damaged, or made "
+            "to exhaust memory"
+        )
 
 
 def _looks_like(head: bytes) -> str:
@@ -120,14 +148,41 @@ def _looks_like(head: bytes) -> str:
         return "its first bytes are of no format trainkit knows"
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """A trainkit checkpoint, checked to carry what `eval` and `--resume` need."""
+def is_state_dict(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+
+
+# what a checkpoint must hold to be evaluated (and, with RESUMED, resumed): key -> (check, what it must be)
+EVALUATED: dict[str, tuple[Any, str]] = {
+    "config": (lambda v: isinstance(v, dict), "a mapping"),
+    "classes": (lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v), "a list of class names"),
+    "model": (is_state_dict, "a state_dict"),
+    "ema": (lambda v: v is None or is_state_dict(v), "a state_dict or null"),
+    "epoch": (lambda v: isinstance(v, int), "an integer"),
+}
+RESUMED: dict[str, tuple[Any, str]] = {
+    "optimizer": (lambda v: isinstance(v, dict), "an optimizer state_dict"),
+    "step": (lambda v: isinstance(v, int), "an integer"),
+    "best": (lambda v: isinstance(v, dict), "a mapping"),
+    "early_stopping": (lambda v: isinstance(v, dict), "a mapping"),
+    "rng": (lambda v: isinstance(v, dict), "a mapping"),
+}
+
+
+def load_checkpoint(path: str | Path, resume: bool = False) -> dict:
+    """A trainkit checkpoint, checked to carry what `eval` (and `--resume`) need, of the right types."""
     ckpt = load_file(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(
             f"{path}: not a trainkit checkpoint (no {FORMAT!r} marker); "
             "a bare state_dict can be loaded with model.weights: PATH"
         )
+    for key, (ok, what) in (EVALUATED | (RESUMED if resume else {})).items():
+        if key not in ckpt and key != "ema":
+            raise CheckpointError(f"{path}: a damaged trainkit checkpoint: it has no {key!r}; use another one")
+        if not ok(ckpt.get(key)):
+            got = type(ckpt.get(key)).__name__
+            raise CheckpointError(f"{path}: a damaged trainkit checkpoint: its {key!r} is a {got}, not {what}")
     return ckpt
 
 
@@ -239,7 +294,7 @@ def set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(keys), gauss))
 
 
-def inference_weights(ckpt: dict) -> dict:
+def inference_weights(ckpt: dict) -> Any:
     """The weights a checkpoint is evaluated with: the moving average when it has one (train.ema)."""
     ema = ckpt.get("ema")
-    return ema if ema is not None else ckpt["model"]
+    return ema if ema is not None else ckpt.get("model")

@@ -16,7 +16,7 @@ from torch import nn
 import trainkit
 from trainkit import checkpoint, config, data, devices, distributed, models, optim, shapes
 from trainkit.ema import EMA
-from trainkit.errors import ConfigError
+from trainkit.errors import CheckpointError, ConfigError
 from trainkit.loggers import build as build_sinks
 from trainkit.rundir import prepare_run_dir
 from trainkit.schema import Config
@@ -232,7 +232,7 @@ def build_run(cfg: Config, resume: str | Path | None = None, overwrite: bool = F
     if cfg.train.check_shapes:
         check_samples(d.sample_shape, d.input_shape)
         check_shapes(model, d.input_shape)
-    ckpt = read_checkpoint(resume) if resume else None
+    ckpt = read_checkpoint(resume, resume=True) if resume else None
     if cfg.model.whiten is not None and ckpt is None:  # a resumed run loads its weights instead
         from trainkit.whiten import apply_whitening
 
@@ -262,7 +262,11 @@ def build_run(cfg: Config, resume: str | Path | None = None, overwrite: bool = F
     run.channels_last, run.dist, run.notes = use_channels_last, rank, notes
     run.frozen_norms = models.frozen_norms(model)
     if ckpt is not None:
-        restore(run, ckpt)
+        try:
+            restore(run, ckpt)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CheckpointError(f"--resume {resume}: its saved state does not fit this run: {first}") from None
     prepare_run_dir(run_dir, resume=ckpt is not None, overwrite=overwrite, probe=rank.main)
     if rank.enabled:  # every rank has checked the run dir before rank 0 writes to it (else a rank may find it taken)
         distributed.barrier()

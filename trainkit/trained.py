@@ -20,11 +20,17 @@ from torchvision.transforms import v2
 from trainkit import checkpoint, config, data, devices, models
 from trainkit.errors import CheckpointError, ConfigError
 from trainkit.schema import Config
+from trainkit.yamlio import check_budget
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A trainkit checkpoint, safely loaded and checked to carry what `eval` and `--resume` need."""
-    return checkpoint.load_checkpoint(path)
+def read_checkpoint(path: str | Path, resume: bool = False) -> dict[str, Any]:
+    """A trainkit checkpoint, safely loaded and checked to carry what `eval` (and `--resume`) need."""
+    ckpt = checkpoint.load_checkpoint(path, resume)
+    try:
+        check_budget(ckpt["config"], f"{path}: its stored config")
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from None
+    return ckpt
 
 
 def checkpoint_config(

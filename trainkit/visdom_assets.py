@@ -7,6 +7,11 @@ exact packages and versions with `npm pack`, copies each file to the name
 build.py gives it under visdom's `static/` folder, and writes
 `static/version.built`, which tells the server the download is done.
 
+It also rewrites one line of visdom's page template: `static_url("../user/style.css")` reaches outside the
+static root, which tornado 6.5 and later refuse (403 on every page), and trainkit needs a current tornado
+(`tornado>=6.5.8` for its published advisories). The link becomes the path that visdom serves the file at,
+under its base_url. The rewrite is checked against the line it replaces and is idempotent.
+
 Run by `make install`; `python -m trainkit.visdom_assets [--check]`.
 Idempotent: when every file is in place it returns at once, without npm.
 """
@@ -38,6 +43,11 @@ GLYPHS = "glyphicons-halflings-regular"
 # visdom's page links `user/style.css` beside static/ for custom styles; visdom ships none, and a missing
 # one is logged as an error on every page load.
 USER_CSS = "../user/style.css"
+
+TEMPLATE = "index.html"
+TEMPLATE_ORIGINAL = 'href={{ static_url("../user/style.css") }}'
+# visdom serves user/ at <base_url>/user/; the static prefix is <base_url>/static/
+TEMPLATE_PATCHED = 'href="{{ handler.settings["static_url_prefix"][: -len("static/")] }}user/style.css"'
 
 # (npm package@version, file inside the package, destination under visdom's static/), in build.py's order.
 ASSETS: tuple[tuple[str, str, str], ...] = (
@@ -92,7 +102,27 @@ def missing(static: Path) -> list[str]:
     built = static / "version.built"
     if not built.is_file() or built.read_text().strip() != visdom_version():
         out.append("version.built")
+    template = static / TEMPLATE
+    if template.is_file() and TEMPLATE_PATCHED not in template.read_text(encoding="utf-8"):
+        out.append(f"{TEMPLATE} (its user/style.css link, for tornado 6.5+)")
     return out
+
+
+def patch_template(static: Path) -> bool:
+    """Rewrite the page's user/style.css link; True when it was rewritten now, False when it already was."""
+    template = static / TEMPLATE
+    text = template.read_text(encoding="utf-8")
+    if TEMPLATE_PATCHED in text:
+        return False
+    if text.count(TEMPLATE_ORIGINAL) != 1:
+        raise SystemExit(
+            f"visdom assets: {template} is not the page trainkit knows (no line with {TEMPLATE_ORIGINAL}); "
+            "reinstall visdom==0.2.4 (make clean && make install)"
+        )
+    partial = template.with_name(template.name + ".part")
+    partial.write_text(text.replace(TEMPLATE_ORIGINAL, TEMPLATE_PATCHED), encoding="utf-8")
+    os.replace(partial, template)
+    return True
 
 
 def install(static: Path | None = None, quiet: bool = False) -> int:
@@ -104,6 +134,7 @@ def install(static: Path | None = None, quiet: bool = False) -> int:
             print(f"visdom assets: all {len(ASSETS)} files in place in {static}")
         return 0
     stale = "version.built" in todo  # a new visdom version: lay every file again
+    patch_template(static)
     packages = sorted({pkg for pkg, _, dest in ASSETS if stale or dest in todo})
     written = _lay(static, packages) if packages else 0
     user_css = static / USER_CSS

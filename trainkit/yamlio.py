@@ -49,6 +49,23 @@ def _guard(node: yaml.Node, where: str) -> None:
     size(node, 0)
 
 
+def check_budget(value: Any, where: str) -> None:
+    """The size and depth budget of a YAML document, for plain data read elsewhere (a checkpoint's config):
+    shared references count once per use, so a few hundred bytes cannot stand for 10^10 items."""
+    count = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_NODES or depth > MAX_DEPTH:
+            what = f"more than {MAX_NODES} values" if count > MAX_NODES else f"deeper than {MAX_DEPTH} levels"
+            raise ConfigError(f"{where}: too large: it holds {what}")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, depth + 1) for v in node)
+
+
 def _lines(node: yaml.Node, path: str, out: dict[str, int]) -> None:
     if isinstance(node, yaml.MappingNode):
         for k, v in node.value:
