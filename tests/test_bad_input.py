@@ -172,7 +172,7 @@ CASES = {
     "other-model-checkpoint": (
         other_model_config,
         [
-            "the checkpoint is of another model",
+            "run/last.pt: its model: the checkpoint is of another model",
             "missing keys: 5.weight, 5.bias",
             "unexpected keys: 4.weight, 4.bias",
             "shape mismatches (checkpoint vs model): 0.weight (4, 3, 3, 3) vs (8, 3, 3, 3)",

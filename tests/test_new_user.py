@@ -354,12 +354,14 @@ def test_a_schedule_shorter_than_the_run_is_said_at_start(tmp_path, tiny_data):
 # --------------------------------------------------------------------------- 12. a smoke run
 
 
-def test_fast_dev_run_runs_every_part_and_writes_nothing(tmp_path, tiny_data):
+def test_fast_dev_run_runs_every_part_and_writes_nothing(tmp_path, tiny_data, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
     cfg = tiny_config(tiny_data, "runs/tiny", scheduler={"type": "StepLR", "step_size": 1})
     path = write_yaml(tmp_path / "c.yaml", cfg)
     proc = run_cli("train", "--config", str(path), "--fast-dev-run", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert not (tmp_path / "runs").exists()
+    assert not (tmp_path / "runs").exists() and not any((tmp_path / "tmp").iterdir())
     out = proc.stdout
     assert "fast-dev-run: 2 training and 2 validation batches" in out
     assert "checkpoint saved and loaded back" in out
@@ -369,13 +371,17 @@ def test_fast_dev_run_runs_every_part_and_writes_nothing(tmp_path, tiny_data):
     assert (tmp_path / "kept" / "last.pt").is_file()
 
 
-def test_fast_dev_run_finds_a_broken_part(tmp_path, tiny_data):
+def test_fast_dev_run_finds_a_broken_part(tmp_path, tiny_data, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
     cfg = tiny_config(tiny_data, "runs/tiny", train={"loss": {"type": "MSELoss"}})  # MSELoss on class indices
     proc = run_cli("train", "--config", str(write_yaml(tmp_path / "c.yaml", cfg)), "--fast-dev-run", cwd=tmp_path)
-    assert (
-        proc.returncode == 1 and "mse_loss" in proc.stderr
-    )  # the loss fails in the first step (not an argument error)
-    assert not (tmp_path / "runs").exists()
+    # the loss fails in the first step: a bug's exit 1, not an argument error
+    assert proc.returncode == 1 and "mse_loss" in proc.stderr
+    assert not (tmp_path / "runs").exists() and not any((tmp_path / "tmp").iterdir())
+    proc = run_cli("train", "--config", str(tmp_path / "c.yaml"), "--fast-dev-run", "--set", "seed=x", cwd=tmp_path)
+    assert_user_error(proc, "seed")
+    assert not any((tmp_path / "tmp").iterdir())  # a bad config leaves no temporary folder either
 
 
 # --------------------------------------------------------------------------- 13. 14. summary and threads

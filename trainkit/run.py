@@ -109,7 +109,7 @@ PARTS: tuple[Part, ...] = (
     Part(
         "model",
         lambda r: checkpoint.unwrap(r.model).state_dict(),
-        lambda r, v: checkpoint.load_state(r.model, v, "--resume"),
+        lambda r, v: checkpoint.load_state(r.model, v, "its model"),
     ),
     Part("optimizer", lambda r: r.optimizer.state_dict(), lambda r, v: r.optimizer.load_state_dict(v)),
     Part(
@@ -264,6 +264,8 @@ def build_run(cfg: Config, resume: str | Path | None = None, overwrite: bool = F
     if ckpt is not None:
         try:
             restore(run, ckpt)
+        except CheckpointError as exc:
+            raise CheckpointError(f"--resume {resume}: {exc}") from None
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise CheckpointError(f"--resume {resume}: its saved state does not fit this run: {first}") from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
 import torch
@@ -21,7 +22,9 @@ from trainkit.trained import load_trained
 
 
 def temporary_run_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="trainkit-fast-dev-run-")) / "run"
+    """A fresh path under the temporary folder, not created: the run creates it at its checkpoint, and a run
+    that fails before it leaves nothing (see `RunFiles`)."""
+    return Path(tempfile.gettempdir()) / f"trainkit-fast-dev-run-{uuid.uuid4().hex[:12]}" / "run"
 
 
 def fast_dev_run(cfg: Config, batches: int, keep: bool) -> str:
