@@ -34,6 +34,16 @@ def make_image_folder(
     return root
 
 
+class Payload:
+    """A pickled object that, if ever unpickled, creates the file `sentinel` (a hostile checkpoint's payload)."""
+
+    def __init__(self, sentinel: str) -> None:
+        self.sentinel = sentinel
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.sentinel}",))
+
+
 def tiny_config(data_root: Path, run_dir: Path, num_classes: int = 2, **sections) -> dict:
     """A small, fast config over an image folder made by `make_image_folder`."""
     cfg = {

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_user_error, make_image_folder, run_cli, tiny_config, write_yaml
+from conftest import Payload, assert_user_error, make_image_folder, run_cli, tiny_config, write_yaml
 from PIL import Image
-
-
-class Payload:
-    def __init__(self, sentinel: str) -> None:
-        self.sentinel = sentinel
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.sentinel}",))
 
 
 @pytest.fixture(scope="module")

@@ -8,20 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import Payload
 from torch import nn
 
 from trainkit import checkpoint
 from trainkit.errors import CheckpointError
-
-
-class Payload:
-    """Unpickling this creates a sentinel file: proof that code ran."""
-
-    def __init__(self, sentinel: str) -> None:
-        self.sentinel = sentinel
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.sentinel}",))
 
 
 def test_atomic_save_round_trip_and_no_temporary_left(tmp_path):

@@ -4,7 +4,6 @@ no payload ever runs, and a decompression bomb is refused without inflating it."
 from __future__ import annotations
 
 import copy
-import os
 import subprocess
 import sys
 import zipfile
@@ -12,15 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, assert_user_error, run_cli, tiny_config, write_yaml
-
-
-class Payload:
-    def __init__(self, sentinel: str) -> None:
-        self.sentinel = sentinel
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.sentinel}",))
+from conftest import ROOT, Payload, assert_user_error, run_cli, tiny_config, write_yaml
 
 
 @pytest.fixture(scope="module")
