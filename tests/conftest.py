@@ -99,9 +99,12 @@ def tiny_cfg_path(tmp_path: Path, tiny_data: Path) -> Path:
     return write_yaml(tmp_path / "tiny.yaml", tiny_config(tiny_data, tmp_path / "run"))
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, **popen) -> subprocess.CompletedProcess:
-    """The real `trainkit` command, as a user runs it."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: float = 300, env: dict | None = None, **popen
+) -> subprocess.CompletedProcess:
+    """The real `trainkit` command, as a user runs it; `env` adds to (or, with None values, removes from) os.environ."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    env = {k: v for k, v in env.items() if v is not None}
     return subprocess.run(
         [sys.executable, "-m", "trainkit", *args],
         cwd=cwd or ROOT,
@@ -146,25 +149,43 @@ def wait_http(url: str, timeout: float = 60.0) -> bool:
     return False
 
 
-@pytest.fixture(scope="module")
-def visdom_server(tmp_path_factory):
-    """A real visdom server on a free loopback port, with its envs in a temporary folder."""
+def start_visdom(
+    env_path: Path, *args: str, env: dict | None = None, stdin: str | None = None
+) -> tuple[subprocess.Popen, int]:
+    """`trainkit visdom` on a free port, serving; the caller stops it with stop(). `stdin` answers its prompts."""
     port = free_port()
-    env_path = tmp_path_factory.mktemp("visdom-envs")
+    env = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "visdom.server", "-port", str(port), "-bind_local", "-env_path", str(env_path)],
+        [sys.executable, "-m", "trainkit", "visdom", "--port", str(port), "--env-path", str(env_path), *args],
+        stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
+    assert proc.stdin is not None
+    proc.stdin.write(stdin or "")
+    proc.stdin.close()
+    if not wait_http(f"http://127.0.0.1:{port}/"):
+        proc.kill()
+        pytest.fail(f"visdom server did not start: {proc.communicate()[1][-2000:]}")
+    return proc, port
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
     try:
-        if not wait_http(f"http://127.0.0.1:{port}/"):
-            proc.kill()
-            pytest.fail(f"visdom server did not start: {proc.communicate()[1][-2000:]}")
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def visdom_server(tmp_path_factory):
+    """trainkit's visdom server on a free loopback port, with its envs in a temporary folder."""
+    proc, port = start_visdom(tmp_path_factory.mktemp("visdom-envs"))
+    try:
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)

@@ -3,6 +3,8 @@ so the README cannot drift from the program."""
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
 import shlex
 import shutil
@@ -71,6 +73,8 @@ def test_every_readme_command_runs(tmp_path, digits_run, index):
     try:
         for command in commands:
             words = shlex.split(command, comments=True)
+            assigned = dict(w.split("=", 1) for w in itertools.takewhile(lambda w: "=" in w, words))
+            words = words[len(assigned) :]  # `VAR=value trainkit ...`: the variables go to its environment
             if words[0] in NOT_RUN:
                 continue
             assert words[0] == "trainkit", f"a README command this test does not know how to run: {command}"
@@ -78,15 +82,20 @@ def test_every_readme_command_runs(tmp_path, digits_run, index):
                 port = int(words[words.index("--port") + 1]) if "--port" in words else 8097
                 if not port_free(port):
                     pytest.skip(f"port {port} of the README's visdom command is taken on this machine")
+                home = {"HOME": str(tmp_path)}  # its default env path, ~/.visdom, in the test's folder
                 servers.append(
                     subprocess.Popen(
-                        [sys.executable, "-m", "trainkit", *words[1:]], cwd=tmp_path, stdout=subprocess.PIPE
+                        [sys.executable, "-m", "trainkit", *words[1:]],
+                        cwd=tmp_path,
+                        stdout=subprocess.PIPE,
+                        env={**os.environ, **home, **assigned},
                     )
                 )
                 assert wait_http(f"http://127.0.0.1:{port}/"), command
             else:
-                proc = run_cli(*words[1:], cwd=tmp_path)
+                proc = run_cli(*words[1:], cwd=tmp_path, env=assigned)
                 assert proc.returncode == 0, (command, proc.stdout[-2000:], proc.stderr[-2000:])
+                assert "refused the" not in proc.stderr, (command, proc.stderr[-2000:])  # a login that works
             ran += 1
     finally:
         for server in servers:

@@ -40,11 +40,14 @@ EXAMPLES = {
   trainkit inspect-shapes --ckpt runs/digits/best.pt""",
     "visdom": """examples:
   trainkit visdom                      # http://127.0.0.1:8097, loopback only
-  trainkit visdom --port 8098 --host 0.0.0.0 --env-path runs/visdom
+  trainkit visdom --port 8098 --env-path runs/visdom
+  VISDOM_USERNAME=me VISDOM_PASSWORD=secret trainkit visdom --host 0.0.0.0
+  trainkit visdom --login              # asks for the username and password
 
-On a shared machine, start it with a login: VISDOM_USE_ENV_CREDENTIALS=1
-VISDOM_USERNAME=me VISDOM_PASSWORD=secret trainkit visdom; training runs
-started with the same VISDOM_USERNAME and VISDOM_PASSWORD log in with them.""",
+With VISDOM_USERNAME and VISDOM_PASSWORD set (or --login), every page and
+socket needs that login; training runs started with the same two variables log
+in with them. --host 0.0.0.0 needs a login (or --no-login). Requests from other
+web sites (a foreign Origin or Referer) are refused.""",
     "plot": """examples:
   trainkit plot runs/digits            # into the run's env on the run's server
   trainkit plot runs/digits --env digits-replay --port 8098""",
@@ -137,6 +140,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8097, help="port (default: 8097)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback only)")
     p.add_argument("--env-path", metavar="DIR", help="where visdom saves its envs (default: ~/.visdom)")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--login", action="store_true", help="ask for a username and password the server requires")
+    who.add_argument(
+        "--no-login", action="store_true", help="no login even on --host 0.0.0.0: anyone who reaches the port can plot"
+    )
     p.set_defaults(func=cmd_visdom)
 
     p = add("plot", "replay a finished run's metrics.jsonl into visdom")
@@ -269,16 +277,17 @@ def cmd_visdom(args: argparse.Namespace) -> int:
             "visdom: its web assets are not installed, and it cannot fetch them offline; "
             "run `make install` or `python -m trainkit.visdom_assets`"
         )
-    cmd = [sys.executable, "-m", "visdom.server", "-port", str(args.port)]
-    if args.host in ("127.0.0.1", "localhost"):
-        cmd.append("-bind_local")  # visdom listens on every interface unless told otherwise
-    elif args.host not in ("0.0.0.0", "::"):
-        raise ConfigError(f"--host {args.host}: visdom listens on loopback (127.0.0.1) or on every interface (0.0.0.0)")
-    if args.env_path:
-        cmd += ["-env_path", args.env_path]
-    print(f"visdom on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
-    os.execv(sys.executable, cmd)  # become the server: signals reach it, and nothing is left behind
-    return 1  # not reached
+    from trainkit import visdom_server
+
+    login = None if args.no_login else visdom_server.credentials(prompt=args.login)
+    warning = visdom_server.check_exposure(args.host, login is not None, args.no_login)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    try:
+        visdom_server.serve(args.port, args.host, args.env_path, login)
+    except KeyboardInterrupt:
+        print("visdom stopped", file=sys.stderr)
+    return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:

@@ -46,11 +46,15 @@ EPOCH_TRACES = {
 }
 
 
-def connect(server: str, port: int, env: str) -> Any | None:
-    """A visdom client, or None when no server answers. Credentials come from VISDOM_USERNAME/PASSWORD."""
+def connect(server: str, port: int, env: str) -> tuple[Any | None, str]:
+    """(a visdom client, "") or (None, why not: no server, or one that refused the login).
+
+    Credentials come from VISDOM_USERNAME/PASSWORD."""
     import visdom
 
     logging.getLogger("visdom").setLevel(logging.ERROR)
+    user = os.environ.get("VISDOM_USERNAME") or None
+    where = f"{server}:{port}"
     try:
         make: Any = visdom.Visdom  # its stub (__init__.pyi) lacks the username and password it takes
         client = make(
@@ -59,12 +63,22 @@ def connect(server: str, port: int, env: str) -> Any | None:
             env=env,
             use_incoming_socket=False,
             raise_exceptions=True,  # failures surface as exceptions the sink's thread counts, never as prints
-            username=os.environ.get("VISDOM_USERNAME"),
-            password=os.environ.get("VISDOM_PASSWORD"),
+            username=user,
+            password=os.environ.get("VISDOM_PASSWORD") if user else None,
         )
-        return client if client.check_connection() else None
-    except (ConnectionError, RuntimeError):  # refused, or a failed login
-        return None
+        if client.check_connection():
+            return client, ""
+    except RuntimeError:  # visdom's "Authentication failed"
+        return None, (
+            f"the visdom server at {where} refused the login of VISDOM_USERNAME={user}; check VISDOM_USERNAME "
+            "and VISDOM_PASSWORD against the ones the server was started with"
+        )
+    except (ConnectionError, OSError):
+        return None, f"no visdom server at {where}; start one with `{start_command(server, port)}`"
+    return None, (  # it answered, but refused the request: a server with a login, or not visdom
+        f"the visdom server at {where} refused the request"
+        + (" for this login" if user else "; if it asks for a login, set VISDOM_USERNAME and VISDOM_PASSWORD")
+    )
 
 
 def start_command(server: str, port: int) -> str:
@@ -86,14 +100,14 @@ class VisdomSink(Sink):
         self.ready: set[str] = set()  # windows this process has drawn into
         self.dropped = 0
         self.errors = 0
-        self.client: Any = connect(cfg.server, cfg.port, env)
+        self.client: Any
+        self.client, self.why = connect(cfg.server, cfg.port, env)
         self.queue: queue.Queue = queue.Queue(maxsize=maxsize)
         self.thread: threading.Thread | None = None
         if self.client is None:
             warn(
-                f"warning: no visdom server at {cfg.server}:{cfg.port}; training goes on without live plots "
-                f"(metrics.jsonl has them; start one with `{start_command(cfg.server, cfg.port)}`, "
-                "then `trainkit plot RUN_DIR`; set log.visdom.enabled: false to silence this)"
+                f"warning: {self.why}; training goes on without live plots (metrics.jsonl has them: "
+                "`trainkit plot RUN_DIR` draws them later; set log.visdom.enabled: false to silence this)"
             )
             return
         self.thread = threading.Thread(target=self._work, name="trainkit-visdom", daemon=True)
@@ -196,9 +210,7 @@ def replay(records: list[dict[str, Any]], yaml_text: str | None, cfg: VisdomConf
     """Send a finished run's metrics to visdom (`trainkit plot`); returns the number of epochs sent."""
     sink = VisdomSink(cfg, env, resume=False, warn=lambda msg: None)
     if sink.client is None:
-        raise TrainingError(
-            f"no visdom server at {cfg.server}:{cfg.port}; start one with `{start_command(cfg.server, cfg.port)}`"
-        )
+        raise TrainingError(sink.why)
     if yaml_text:
         sink.text(yaml_text)
     for record in records:
