@@ -139,35 +139,33 @@ def test_every_interface_needs_a_login_or_an_explicit_no_login(tmp_path):
 def test_cross_site_requests_are_refused_and_the_page_still_works(tmp_path):
     proc, port = start_visdom(tmp_path)
     try:
-        cross_site_refused(port, tmp_path)
+        own = f"http://127.0.0.1:{port}"
+        plain = {"Content-Type": "text/plain"}  # what any page may send without a CORS preflight
+        for headers in ({"Origin": "http://evil.example"}, {"Referer": "http://evil.example/page"}, {"Origin": "null"}):
+            status, body = request(port, "POST", "/events", text_event("main", "xss", HOSTILE), {**plain, **headers})
+            assert status == 403 and "refused" in body, (headers, status, body)
+        # DNS rebinding: evil.example resolving to 127.0.0.1 is same-origin with itself, but not a loopback name
+        rebind = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}
+        assert request(port, "POST", "/events", text_event("main", "xss", HOSTILE), {**plain, **rebind})[0] == 403
+        assert request(port, "GET", "/", headers={"Host": f"evil.example:{port}"})[0] == 403
+        with pytest.raises(websocket.WebSocketBadStatusException):
+            websocket.create_connection(f"ws://127.0.0.1:{port}/socket", origin="http://evil.example", timeout=10)
+        vis = client(port)
+        assert not vis.win_exists("xss", env="main")
+        assert not any(HOSTILE in p.read_text() for p in tmp_path.glob("*.json"))
+
+        # the page itself (same origin) and trainkit's client (no Origin) keep working
+        status, _ = request(
+            port, "POST", "/events", text_event("main", "mine", "hello"), {"Origin": own, "Referer": own}
+        )
+        assert status == 200 and vis.win_exists("mine", env="main")
+        ws = websocket.create_connection(f"ws://127.0.0.1:{port}/socket", origin=own, timeout=10)
+        try:
+            assert json.loads(ws.recv())["command"] == "register"
+        finally:
+            ws.close()
     finally:
         stop(proc)
-
-
-def cross_site_refused(port: int, envs: Path) -> None:
-    own = f"http://127.0.0.1:{port}"
-    plain = {"Content-Type": "text/plain"}  # what any page may send without a CORS preflight
-    for headers in ({"Origin": "http://evil.example"}, {"Referer": "http://evil.example/page"}, {"Origin": "null"}):
-        status, body = request(port, "POST", "/events", text_event("main", "xss", HOSTILE), {**plain, **headers})
-        assert status == 403 and "refused" in body, (headers, status, body)
-    # DNS rebinding: evil.example resolving to 127.0.0.1 is same-origin with itself, but not a loopback name
-    rebind = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}
-    assert request(port, "POST", "/events", text_event("main", "xss", HOSTILE), {**plain, **rebind})[0] == 403
-    assert request(port, "GET", "/", headers={"Host": f"evil.example:{port}"})[0] == 403
-    with pytest.raises(websocket.WebSocketBadStatusException):
-        websocket.create_connection(f"ws://127.0.0.1:{port}/socket", origin="http://evil.example", timeout=10)
-    vis = client(port)
-    assert not vis.win_exists("xss", env="main")
-    assert not any(HOSTILE in p.read_text() for p in envs.glob("*.json"))
-
-    # the page itself (same origin) and trainkit's client (no Origin) keep working
-    status, _ = request(port, "POST", "/events", text_event("main", "mine", "hello"), {"Origin": own, "Referer": own})
-    assert status == 200 and vis.win_exists("mine", env="main")
-    ws = websocket.create_connection(f"ws://127.0.0.1:{port}/socket", origin=own, timeout=10)
-    try:
-        assert json.loads(ws.recv())["command"] == "register"
-    finally:
-        ws.close()
 
 
 def test_trainkit_text_windows_escape_html(tmp_path, tiny_data, visdom_server):
