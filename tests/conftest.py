@@ -189,3 +189,21 @@ def visdom_server(tmp_path_factory):
         yield port
     finally:
         stop(proc)
+
+
+FLOWERS = ROOT.parent / "shared" / "data" / "flowers-photos.tar.gz"
+
+
+@pytest.fixture(scope="session")
+def flowers(tmp_path_factory) -> Path:
+    """The real flower photos (train/ and val/ ImageFolder trees) from ../shared/data, unpacked once."""
+    import tarfile
+
+    if not FLOWERS.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"{FLOWERS} is missing: CI runs with ../shared beside the project")
+        pytest.skip(f"{FLOWERS} is not here (a clone without ../shared)")
+    dest = tmp_path_factory.mktemp("flowers")
+    with tarfile.open(FLOWERS) as tar:
+        tar.extractall(dest, filter="data")
+    return dest / "flowers"

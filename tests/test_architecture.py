@@ -38,9 +38,25 @@ LAYERS: list[tuple[str, set[str]]] = [
     ),
     (
         "the run: sinks, building a run, loading a trained one, the loop",
-        {"sinks", "loggers", "plots", "tensorboard_sink", "rundir", "trained", "run", "engine", "evaluation", "smoke"},
+        {
+            "sinks",
+            "loggers",
+            "plots",
+            "tensorboard_sink",
+            "rundir",
+            "trained",
+            "run",
+            "engine",
+            "evaluation",
+            "smoke",
+            "inference",
+            "export",
+        },
     ),
-    ("commands", {"cli", "launch", "__main__", "__init__", "digits", "visdom_assets", "visdom_server"}),
+    (
+        "commands",
+        {"cli", "launch", "__main__", "__init__", "digits", "visdom_assets", "visdom_server", "model_commands"},
+    ),
 ]
 
 

@@ -20,7 +20,9 @@ CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
 NOT_RUN = {
     "make": "the README's two set-up commands are CI itself",
     "torchrun": "torchrun by hand is the engine `--nproc 2` runs here; several machines cannot be had in a test",
+    "tar": "the test lays small photos where the README's tarball unpacks",
 }
+FLOWER_CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
 
 
 def sh_blocks(text: str) -> list[list[str]]:
@@ -30,6 +32,18 @@ def sh_blocks(text: str) -> list[list[str]]:
         joined = body.replace("\\\n", " ")
         blocks.append([ln.strip() for ln in joined.splitlines() if ln.strip() and not ln.strip().startswith("#")])
     return blocks
+
+
+def python_after(text: str) -> dict[int, str]:
+    """The ```python block that follows an sh block, by that sh block's index."""
+    out: dict[int, str] = {}
+    index = -1
+    for fence, body in re.findall(r"^```(sh|python)\n(.*?)^```", text, flags=re.S | re.M):
+        if fence == "sh":
+            index += 1
+        elif fence == "python" and index >= 0:
+            out[index] = body
+    return out
 
 
 def test_the_readme_blocks_are_found():
@@ -68,6 +82,8 @@ def test_every_readme_command_runs(tmp_path, digits_run, index):
     shutil.copytree(digits_run / "runs", tmp_path / "runs")
     make_image_folder(tmp_path / "data" / "cifar10" / "train", dict.fromkeys(CIFAR_CLASSES, 2), size=32, ext="jpg")
     make_image_folder(tmp_path / "data" / "cifar10" / "test", dict.fromkeys(CIFAR_CLASSES, 1), size=32, ext="jpg")
+    make_image_folder(tmp_path / "data" / "flowers" / "train", dict.fromkeys(FLOWER_CLASSES, 3), size=90, ext="jpg")
+    make_image_folder(tmp_path / "data" / "flowers" / "val", dict.fromkeys(FLOWER_CLASSES, 2), size=90, ext="jpg")
     servers: list[subprocess.Popen] = []
     ran = 0
     try:
@@ -97,6 +113,10 @@ def test_every_readme_command_runs(tmp_path, digits_run, index):
                 assert proc.returncode == 0, (command, proc.stdout[-2000:], proc.stderr[-2000:])
                 assert "refused the" not in proc.stderr, (command, proc.stderr[-2000:])  # a login that works
             ran += 1
+        code = python_after((ROOT / "README.md").read_text(encoding="utf-8")).get(index)
+        if code:  # the plain-Python example that uses what the commands made
+            proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+            assert proc.returncode == 0 and proc.stdout.strip(), (code, proc.stderr[-2000:])
     finally:
         for server in servers:
             server.terminate()

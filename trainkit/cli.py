@@ -14,9 +14,10 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import trainkit
+from trainkit import model_commands
 from trainkit.errors import ConfigError, TrainingError, TrainkitError
 
 if TYPE_CHECKING:  # the commands import what they need when they run: `trainkit --help` stays fast
@@ -54,10 +55,17 @@ web sites (a foreign Origin or Referer) are refused.""",
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line, as every other error: what, and where the options are."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show the traceback of any error")
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="trainkit",
         description="Train and evaluate image classifiers from YAML configs.",
         epilog="Run `trainkit COMMAND --help` for a command's options and examples.",
@@ -65,13 +73,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"trainkit {trainkit.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def add(name: str, help_: str) -> argparse.ArgumentParser:
+    def add(name: str, help_: str, examples: str | None = None) -> argparse.ArgumentParser:
         return sub.add_parser(
             name,
             help=help_,
             description=help_,
             parents=[common],
-            epilog=EXAMPLES[name],
+            epilog=examples or EXAMPLES[name],
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
 
@@ -121,6 +129,8 @@ def _parser() -> argparse.ArgumentParser:
         help="test-time augmentation (default: the config's eval.tta); the same as --set eval.tta=...",
     )
     p.set_defaults(func=cmd_eval)
+
+    model_commands.register(add)
 
     p = add("inspect-shapes", "show each layer's input and output shape, or where the model breaks")
     src = p.add_mutually_exclusive_group(required=True)

@@ -58,7 +58,7 @@ class ImageFolder(datasets.ImageFolder):
                 f"{key}: folder {root} does not exist; point {key} at a folder with one sub-folder per class"
             )
         self.key = key
-        super().__init__(root, transform=transform, is_valid_file=_is_image_file, allow_empty=True)
+        super().__init__(root, transform=transform, is_valid_file=is_image_file, allow_empty=True)
         counts = np.bincount(np.asarray(self.targets, dtype=np.int64), minlength=len(self.classes))
         empty = [os.path.join(root, c) for c, n in zip(self.classes, counts) if n == 0]
         if empty:
@@ -78,11 +78,16 @@ class ImageFolder(datasets.ImageFolder):
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         path, target = self.samples[index]
-        try:
-            img = load_rgb(path)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            return BadSample(path, decode_failure(exc)), target
-        return (self.transform(img) if self.transform else img), target
+        return read_sample(path, self.transform), target
+
+
+def read_sample(path: str, transform: Any) -> Any:
+    """The image at `path` through `transform`, or a `BadSample` naming why it cannot be decoded."""
+    try:
+        img = load_rgb(path)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        return BadSample(path, decode_failure(exc))
+    return transform(img) if transform else img
 
 
 def decode_failure(exc: BaseException) -> str:
@@ -101,7 +106,7 @@ def _files_not_read(root: str, read: set[str]) -> list[str]:
     return out
 
 
-def _is_image_file(path: str) -> bool:
+def is_image_file(path: str) -> bool:
     return not os.path.basename(path).startswith(".") and path.lower().endswith(IMG_EXTENSIONS)
 
 

@@ -44,16 +44,16 @@ def epoch_batches(loader: Loader, epoch: int, skip: int = 0) -> Iterator[Batch]:
     return iter(loader)
 
 
-def bad_image_message(detail: str) -> str:
-    return f"cannot decode image {detail}; remove or replace the file, or set data.on_bad_image: skip"
+def bad_image_message(detail: str, skip: str = "set data.on_bad_image: skip") -> str:
+    return f"cannot decode image {detail}; remove or replace the file, or {skip}"
 
 
 class BadImages:
     """`data.on_bad_image` for files that fail to decode while training (the check at start found the rest):
     raise on the first one (`error`), or keep their names (`skip`)."""
 
-    def __init__(self, mode: str) -> None:
-        self.mode = mode
+    def __init__(self, mode: str, skip: str = "set data.on_bad_image: skip") -> None:
+        self.mode, self.skip = mode, skip
         self.skipped: list[str] = []  # "path (reason)" since the last `take`
         self.named: set[str] = set()  # said once already
 
@@ -61,7 +61,7 @@ class BadImages:
         if not bad:
             return
         if self.mode == "error":
-            raise DataError(bad_image_message(bad[0]))
+            raise DataError(bad_image_message(bad[0], self.skip))
         self.skipped += bad
 
     def take(self) -> tuple[int, list[str]]:
