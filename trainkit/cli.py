@@ -302,22 +302,16 @@ def cmd_visdom(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from trainkit import config, plots
-    from trainkit.errors import RunDirError
-    from trainkit.rundir import read_jsonl
+    from trainkit.rundir import load_run
 
-    run_dir = Path(args.run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise RunDirError(f"{run_dir}: not a run directory (no config.yaml); give the folder `trainkit train` wrote")
-    cfg = config.load_config(run_dir / "config.yaml")
-    records = read_jsonl(run_dir / "metrics.jsonl")
-    if not records:
-        raise RunDirError(f"{run_dir}: metrics.jsonl has no epochs to plot")
+    run = load_run(Path(args.run_dir))
+    cfg = config.load_config(run.run_dir / "config.yaml")
     vis = dataclasses.replace(
         cfg.log.visdom, server=args.server or cfg.log.visdom.server, port=args.port or cfg.log.visdom.port
     )
     env = args.env or vis.env or cfg.name
-    sent = plots.replay(records, (run_dir / "config.yaml").read_text(), vis, env)
-    print(f"sent {sent} epochs of {run_dir} to {vis.server}:{vis.port}, env {env}")
+    sent = plots.replay(run, vis, env)
+    print(f"sent {', '.join(sent)} of {run.run_dir} to {vis.server}:{vis.port}/env/{env}")
     return 0
 
 

@@ -155,7 +155,13 @@ def fit(run: Run) -> dict[str, Any]:
     main = run.dist.main  # under DDP only rank 0 writes
     grid = data.sample_grid(run.data) if fresh and main else None
     files = RunFiles(run.run_dir, run.overwrite, resolved, grid, epochs_kept=s.epoch)
-    sinks.start(RunInfo(cfg.name, run.run_dir, resolved, list(run.data.classes), grid, resumed=not fresh))
+    steps = run.data.steps_per_epoch
+    sinks.start(
+        RunInfo(
+            cfg.name, run.run_dir, resolved, list(run.data.classes), grid, not fresh,
+            cfg.train.epochs, steps, s.epoch, s.epoch * steps + s.batch,
+        )
+    )  # fmt: skip
     for line in banner(run):
         sinks.message(line)
     record: dict[str, Any] = {}
@@ -209,7 +215,8 @@ def _epochs(run: Run, files: RunFiles) -> dict[str, Any]:
         if main:
             files.commit()
             sinks.end_epoch(record, conf)
-            _save(run, files, record, best=improved)
+            kept = record if conf is None else record | {"confusion": conf.tolist()}  # for `trainkit plot`
+            _save(run, files, kept, best=improved)
         if stop_early and cfg.train.early_stopping is not None:
             es = cfg.train.early_stopping
             sinks.message(f"early stopping: {es.monitor} has not improved for {es.patience} epochs")

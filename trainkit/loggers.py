@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from trainkit.metrics import fmt_pct
 from trainkit.schema import Config
-from trainkit.sinks import Sink, Sinks
+from trainkit.sinks import RunInfo, Sink, Sinks, StepWindow
 
 
 def _columns() -> int:
@@ -95,14 +95,42 @@ class Console(Sink):
 
 
 class Jsonl(Sink):
-    """One JSON line per epoch in metrics.jsonl, flushed as it is written."""
+    """One JSON line per epoch in metrics.jsonl, flushed as it is written; and in steps.jsonl the train loss
+    at each `train.log_every` steps (the mean since the line before), written with the epoch's line (the
+    run directory exists only from the first checkpoint on) or when the run stops."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
+        self.path, self.steps_path = path, path.with_name("steps.jsonl")
+        self.window = StepWindow(1)
+        self.pending: list[dict[str, Any]] = []
+        self.steps = 1
+
+    def start(self, info: RunInfo) -> None:
+        self.window = StepWindow(1, info.done_steps)
+
+    def begin_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        self.steps = steps
+        self.window.begin_epoch()
+
+    def step(self, epoch: int, step: int, steps: int, stats: dict[str, Any]) -> None:
+        global_step = (epoch - 1) * self.steps + step
+        loss = self.window.add(global_step, stats)
+        if loss is not None:
+            self.pending.append({"epoch": epoch, "step": global_step, "loss": loss, "lr": stats.get("lr")})
 
     def end_epoch(self, record: dict[str, Any], confusion: np.ndarray | None) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, allow_nan=True) + "\n")
+        self._flush()
+
+    def _flush(self) -> None:
+        if self.pending and self.steps_path.parent.is_dir():
+            with open(self.steps_path, "a", encoding="utf-8") as f:
+                f.writelines(json.dumps(r, allow_nan=True) + "\n" for r in self.pending)
+        self.pending = []
+
+    def close(self) -> None:
+        self._flush()
 
 
 def warn(text: str) -> None:
@@ -113,11 +141,13 @@ def build(cfg: Config, run_dir: Path, main: bool, resumed: bool) -> Sinks:
     """The sinks of a run: none but on rank 0 (only it prints, plots and writes)."""
     if not main:
         return Sinks([])
-    sinks: list[Sink] = [Console(cfg.log.progress), Jsonl(run_dir / "metrics.jsonl")]
+    console = Console(cfg.log.progress)
+    sinks: list[Sink] = [console, Jsonl(run_dir / "metrics.jsonl")]
     if cfg.log.visdom.enabled:
         from trainkit.plots import VisdomSink
 
-        sinks.append(VisdomSink(cfg.log.visdom, cfg.log.visdom.env or cfg.name, resume=resumed, warn=warn))
+        env = cfg.log.visdom.env or cfg.name
+        sinks.append(VisdomSink(cfg.log.visdom, env, resume=resumed, warn=warn, say=console.message))
     if cfg.log.tensorboard.enabled:
         from trainkit.tensorboard_sink import TensorBoardSink
 

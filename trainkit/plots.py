@@ -14,19 +14,23 @@ from __future__ import annotations
 
 import functools
 import html
+import json
 import logging
+import math
 import os
 import queue
 import threading
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from trainkit.errors import TrainingError
+from trainkit.rundir import RunRecord
 from trainkit.schema import VisdomConfig
-from trainkit.sinks import RunInfo, Sink
+from trainkit.sinks import RunInfo, Sink, StepWindow
 
 WINDOWS = {
     "loss": "loss",
@@ -88,15 +92,31 @@ def start_command(server: str, port: int) -> str:
 
 
 class VisdomSink(Sink):
-    """Plots a run into the visdom env `env`; never raises into the training loop."""
+    """Plots a run into the visdom env `env`; never raises into the training loop.
+
+    Epoch curves (x: epoch, integer ticks) and the train loss per step (x: the global step; each point
+    the mean loss of the steps since the one before, at most every `log.visdom.log_every` steps) are
+    drawn with markers, so one point shows. A resumed run first cuts every curve back to where its
+    checkpoint stands, so a repeated stretch replaces the old one instead of doubling back. The env is
+    saved on the server at each epoch's end, so a restarted server still has it.
+    """
 
     def __init__(
-        self, cfg: VisdomConfig, env: str, resume: bool, warn: Callable[[str], None], maxsize: int = 256
+        self,
+        cfg: VisdomConfig,
+        env: str,
+        resume: bool,
+        warn: Callable[[str], None],
+        maxsize: int = 256,
+        say: Callable[[str], None] | None = None,
     ) -> None:
         self.env = env
         self.classes: list[str] = []
         self.resume = resume
         self.every = cfg.log_every
+        self.epochs = 1
+        self.steps = 1  # per epoch
+        self.window = StepWindow(cfg.log_every)
         self.ready: set[str] = set()  # windows this process has drawn into
         self.dropped = 0
         self.errors = 0
@@ -110,6 +130,9 @@ class VisdomSink(Sink):
                 "`trainkit plot RUN_DIR` draws them later; set log.visdom.enabled: false to silence this)"
             )
             return
+        self.url = f"{cfg.server.rstrip('/')}:{cfg.port}/env/{urllib.parse.quote(env)}"
+        if say is not None:
+            say(f"live plots: {self.url}")
         self.thread = threading.Thread(target=self._work, name="trainkit-visdom", daemon=True)
         self.thread.start()
 
@@ -135,11 +158,26 @@ class VisdomSink(Sink):
 
     # ---- drawing (runs on the thread)
 
-    def _line(self, win: str, x: float, y: float, name: str, xlabel: str) -> None:
-        if y is None or not np.isfinite(y):
+    def _opts(self, win: str) -> dict[str, Any]:
+        xlabel = "step" if win == "step_loss" else "epoch"
+        axis: dict[str, Any] = {"title": xlabel, "tickformat": "d"}
+        if xlabel == "epoch":  # integer ticks: 1, 2, 3 (or every few epochs on a long run)
+            axis |= {"tick0": 1, "dtick": max(1, math.ceil(self.epochs / 10))}
+        yaxis = {"title": "%", "range": [0, 100]} if win == "acc" else {"title": WINDOWS[win]}
+        return {
+            "title": WINDOWS[win],
+            "showlegend": True,
+            "markers": True,
+            "markersize": 6,
+            "layoutopts": {"plotly": {"xaxis": axis, "yaxis": yaxis}},
+        }
+
+    def _line(self, win: str, xs: Sequence[float], ys: Sequence[float | None], name: str) -> None:
+        pts = [(x, y) for x, y in zip(xs, ys) if y is not None and np.isfinite(y)]
+        if not pts:
             return
-        X, Y = np.array([x]), np.array([y])
-        opts = {"title": WINDOWS[win], "xlabel": xlabel, "showlegend": True}
+        X, Y = np.array([p[0] for p in pts], dtype=float), np.array([p[1] for p in pts], dtype=float)
+        opts = self._opts(win)
         if win not in self.ready:
             self.ready.add(win)
             if not (self.resume and self.client.win_exists(win, env=self.env)):
@@ -147,46 +185,89 @@ class VisdomSink(Sink):
                 return
         self.client.line(X=X, Y=Y, win=win, env=self.env, name=name, update="append", opts=opts)
 
+    def _cut(self, win: str, last: float) -> None:
+        """Keep the points of `win` up to x = `last` (where the resumed checkpoint stands)."""
+        raw = self.client.get_window_data(win=win, env=self.env)
+        if not raw:
+            return
+        traces = json.loads(raw)["content"]["data"]
+        self.client.close(win=win, env=self.env)
+        self.ready.discard(win)
+        for t in traces:
+            kept = [(x, y) for x, y in zip(t.get("x", []), t.get("y", [])) if x is not None and x <= last]
+            self._line(win, [x for x, _ in kept], [y for _, y in kept], t.get("name") or win)
+
+    def _save(self) -> None:
+        self.client.save([self.env])
+
     # ---- the sink interface
 
     def start(self, info: RunInfo) -> None:
         self.classes = list(info.classes)
+        self.steps = max(1, info.steps_per_epoch)
+        self.epochs = max(1, info.epochs)
+        self.window = StepWindow(self.every, info.done_steps)
+        if info.resumed:
+            for win in [*EPOCH_TRACES, "step_loss"]:
+                last = info.done_steps if win == "step_loss" else info.done_epochs
+                self._submit(functools.partial(self._cut, win, last))
         self.text(info.config_text)
         if info.grid is not None:
             self.images(info.grid)
 
+    def begin_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        self.epochs, self.steps = epochs, max(1, steps)
+        self.window.begin_epoch()
+
     def step(self, epoch: int, step: int, steps: int, stats: dict[str, Any]) -> None:
-        if step % self.every and step != steps:
-            return
-        global_step = (epoch - 1) * steps + step
-        loss = stats["loss"]
-        self._submit(lambda: self._line("step_loss", global_step, loss, "train", "step"))
+        global_step = (epoch - 1) * self.steps + step
+        loss = self.window.add(global_step, stats, last=epoch == self.epochs and step == steps)
+        if loss is not None:
+            self._submit(lambda: self._line("step_loss", [global_step], [loss], "train"))
 
     def end_epoch(self, record: dict[str, Any], confusion: np.ndarray | None) -> None:
-        epoch = record["epoch"]
-        for win, keys in EPOCH_TRACES.items():
-            for key in keys:
-                if key in record:
-                    name = key.split("_")[0] if len(keys) > 1 else win
-                    value = record[key]
-                    self._submit(functools.partial(self._line, win, epoch, value, name, "epoch"))
+        self.epoch_curves([record])
         if confusion is not None:
             self.confusion(confusion, self.classes)
+        self._submit(self._save)
+
+    def epoch_curves(self, records: list[dict[str, Any]]) -> None:
+        """Append each record's values to the epoch windows (accuracy in percent, as the console prints it)."""
+        xs = [r["epoch"] for r in records]
+        for win, keys in EPOCH_TRACES.items():
+            for key in keys:
+                ys = [r.get(key) for r in records]
+                ys = [None if y is None else (100 * y if win == "acc" else y) for y in ys]
+                name = key.split("_")[0] if len(keys) > 1 else win
+                if any(y is not None for y in ys):
+                    self._submit(functools.partial(self._line, win, xs, ys, name))
+
+    def step_curve(self, steps: list[float], losses: list[float]) -> None:
+        self._submit(functools.partial(self._line, "step_loss", steps, losses, "train"))
 
     def confusion(self, matrix: np.ndarray, classes: list[str]) -> None:
+        """True class top to bottom, predicted left to right: the diagonal from the top-left corner."""
+        margin = 16 + 7 * min(24, max(len(c) for c in classes))  # room for names up to 24 characters
+        axis = {"type": "category", "automargin": True}
         opts = {
             "title": WINDOWS["confusion"],
             "columnnames": list(classes),
             "rownames": list(classes),
-            "xlabel": "predicted",
-            "ylabel": "true",
             "colormap": "Viridis",
+            "marginleft": margin + 40,
+            "marginbottom": margin + 40,
+            "layoutopts": {
+                "plotly": {
+                    "xaxis": {**axis, "title": "predicted", "tickangle": -45},
+                    "yaxis": {**axis, "title": "true", "autorange": "reversed"},
+                }
+            },
         }
         m = np.asarray(matrix, dtype=float)  # rows: true class, columns: predicted class
         self._submit(lambda: self.client.heatmap(X=m, win="confusion", env=self.env, opts=opts))
 
-    def images(self, grid: torch.Tensor) -> None:
-        arr = grid.detach().cpu().numpy()
+    def images(self, grid: torch.Tensor | np.ndarray) -> None:
+        arr = grid.detach().cpu().numpy() if isinstance(grid, torch.Tensor) else grid
         opts = {"title": WINDOWS["samples"], "width": 360, "height": 380}
         self._submit(lambda: self.client.image(arr, win="samples", env=self.env, opts=opts))
 
@@ -195,9 +276,10 @@ class VisdomSink(Sink):
         self._submit(lambda: self.client.text(body, win="config", env=self.env, opts={"title": WINDOWS["config"]}))
 
     def close(self, timeout: float = 10.0) -> None:
-        """Send what is queued (up to `timeout` seconds), then stop the thread."""
+        """Send what is queued (up to `timeout` seconds), save the env, then stop the thread."""
         if self.thread is None:
             return
+        self._submit(self._save)
         try:
             self.queue.put(None, timeout=timeout)
         except queue.Full:
@@ -206,14 +288,29 @@ class VisdomSink(Sink):
         self.thread = None
 
 
-def replay(records: list[dict[str, Any]], yaml_text: str | None, cfg: VisdomConfig, env: str) -> int:
-    """Send a finished run's metrics to visdom (`trainkit plot`); returns the number of epochs sent."""
+def replay(run: RunRecord, cfg: VisdomConfig, env: str) -> list[str]:
+    """Send a finished run to visdom (`trainkit plot`): the epoch curves, the step loss, the confusion matrix,
+    the sample grid and the config. Returns what was sent, in words."""
     sink = VisdomSink(cfg, env, resume=False, warn=lambda msg: None)
     if sink.client is None:
         raise TrainingError(sink.why)
-    if yaml_text:
-        sink.text(yaml_text)
-    for record in records:
-        sink.end_epoch(record, None)
+    sent = [f"{len(run.records)} epochs"]
+    sink.epochs = max(r["epoch"] for r in run.records)
+    sink.text(run.config_text)
+    sink.epoch_curves(run.records)
+    if run.steps:
+        sink.step_curve([r["step"] for r in run.steps], [r["loss"] for r in run.steps])
+        sent.append(f"{len(run.steps)} step-loss points")
+    if run.confusion is not None and run.classes:
+        sink.confusion(np.asarray(run.confusion), run.classes)
+        sent.append(f"the confusion matrix from {run.confusion_source}")
+    if run.samples is not None:
+        from PIL import Image
+
+        with Image.open(run.samples) as img:
+            sink.images(np.asarray(img.convert("RGB")).transpose(2, 0, 1))
+        sent.append("the sample grid")
     sink.close(timeout=60.0)
-    return len(records)
+    if sink.dropped or sink.errors:
+        raise TrainingError(f"visdom at {sink.url}: {sink.dropped + sink.errors} updates failed; run it again")
+    return sent

@@ -143,7 +143,9 @@ def make_checkpoint(run: Run, epoch_metrics: dict[str, Any]) -> dict[str, Any]:
         **{part.key: part.save(run) for part in PARTS},
         "config": config.to_dict(run.cfg),
         "classes": list(run.data.classes),
-        "metrics": {k: v for k, v in epoch_metrics.items() if isinstance(v, (int, float, str, bool))},
+        "metrics": {
+            k: v for k, v in epoch_metrics.items() if isinstance(v, (int, float, str, bool)) or k == "confusion"
+        },
         "versions": {"trainkit": trainkit.__version__, "torch": str(torch.__version__)},
     }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ def truncate_jsonl(path: Path, epochs: int) -> None:
         path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
 
 
-RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "samples.png", "eval.json")
+RUN_FILES = ("config.yaml", "metrics.jsonl", "steps.jsonl", "last.pt", "best.pt", "samples.png", "eval.json")
 
 
 def prepare_run_dir(path: Path, resume: bool, overwrite: bool, probe: bool = True) -> None:
@@ -100,7 +101,7 @@ class RunFiles:
 
     def commit(self) -> None:
         """Create the folder; write the resolved config and the sample grid; cut metrics.jsonl back to the
-        epochs of the checkpoint the run started from (whichever one it was)."""
+        epochs of the checkpoint the run started from (whichever one it was), and steps.jsonl with it."""
         if self.done:
             return
         d = self.run_dir
@@ -111,8 +112,64 @@ class RunFiles:
                     (d / name).unlink()
         (d / "config.yaml").write_text(self.resolved, encoding="utf-8")
         truncate_jsonl(d / "metrics.jsonl", self.epochs_kept)
+        truncate_jsonl(d / "steps.jsonl", self.epochs_kept)
         if self.grid is not None:
             from torchvision.utils import save_image
 
             save_image(self.grid, d / "samples.png")
         self.done = True
+
+
+@dataclass
+class RunRecord:
+    """What a finished (or stopped) run left in its folder, for `trainkit plot` and `trainkit report`."""
+
+    run_dir: Path
+    config_text: str
+    records: list[dict[str, Any]]  # metrics.jsonl
+    steps: list[dict[str, Any]]  # steps.jsonl (absent before this trainkit: empty)
+    classes: list[str]
+    confusion: list[list[int]] | None
+    confusion_source: str  # where the confusion matrix comes from, in words
+    checkpoint: dict[str, Any] | None  # best.pt, else last.pt
+
+    @property
+    def samples(self) -> Path | None:
+        path = self.run_dir / "samples.png"
+        return path if path.is_file() else None
+
+
+def load_run(run_dir: Path) -> RunRecord:
+    """A run directory's files; the confusion matrix from eval.json, else from the checkpoint's last epoch."""
+    from trainkit.checkpoint import load_checkpoint
+
+    if not (run_dir / "config.yaml").is_file():
+        raise RunDirError(f"{run_dir}: not a run directory (no config.yaml); give the folder `trainkit train` wrote")
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    if not records:
+        raise RunDirError(f"{run_dir}: metrics.jsonl has no epochs")
+    ckpt_path = next((p for p in (run_dir / "best.pt", run_dir / "last.pt") if p.is_file()), None)
+    ckpt = load_checkpoint(ckpt_path) if ckpt_path else None
+    classes = list(ckpt["classes"]) if ckpt else []
+    confusion, source = None, "none: the run has no eval.json, and its checkpoint holds no confusion matrix"
+    evaluated = run_dir / "eval.json"
+    if evaluated.is_file():
+        result = json.loads(evaluated.read_text(encoding="utf-8"))
+        confusion, classes = result["confusion"], result.get("classes", classes)
+        source = f"{evaluated} (trainkit eval, epoch {result.get('epoch', '?')})"
+    elif ckpt_path is not None and ckpt is not None:
+        held_path = run_dir / "last.pt" if (run_dir / "last.pt").is_file() else ckpt_path  # the latest epoch
+        held: dict[str, Any] = ckpt if held_path == ckpt_path else load_checkpoint(held_path)
+        if isinstance(held.get("metrics", {}).get("confusion"), list):
+            confusion = held["metrics"]["confusion"]
+            source = f"{held_path} (epoch {held['epoch']})"
+    return RunRecord(
+        run_dir,
+        (run_dir / "config.yaml").read_text(encoding="utf-8"),
+        records,
+        read_jsonl(run_dir / "steps.jsonl"),
+        classes,
+        confusion,
+        source,
+        ckpt,
+    )

@@ -31,6 +31,34 @@ class RunInfo:
     classes: list[str]
     grid: torch.Tensor | None  # augmented training samples (3, H, W) in [0, 1]; None for a resumed run
     resumed: bool
+    epochs: int = 1  # train.epochs
+    steps_per_epoch: int = 1
+    done_epochs: int = 0  # where the run starts: the epochs and the global steps (batches) already done
+    done_steps: int = 0
+
+
+class StepWindow:
+    """The mean train loss over the steps since the last point, from the epoch's running mean (what `step`
+    receives), one point at most every `every` global steps (and at the run's last step)."""
+
+    def __init__(self, every: int, done_steps: int = 0) -> None:
+        self.every, self.last = every, done_steps
+        self.total, self.count = 0.0, 0
+        self.seen = (0.0, 0)  # the epoch's running (loss sum, samples) at the previous call
+
+    def begin_epoch(self) -> None:
+        self.seen = (0.0, 0)
+
+    def add(self, global_step: int, stats: dict[str, Any], last: bool = False) -> float | None:
+        total, n = stats["loss"] * stats["samples"], stats["samples"]
+        self.total += total - self.seen[0]
+        self.count += n - self.seen[1]
+        self.seen = (total, n)
+        if (global_step - self.last < self.every and not last) or self.count <= 0:
+            return None
+        mean = self.total / self.count
+        self.total, self.count, self.last = 0.0, 0, global_step
+        return mean
 
 
 class Sink:
