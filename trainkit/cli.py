@@ -49,6 +49,9 @@ With VISDOM_USERNAME and VISDOM_PASSWORD set (or --login), every page and
 socket needs that login; training runs started with the same two variables log
 in with them. --host 0.0.0.0 needs a login (or --no-login). Requests from other
 web sites (a foreign Origin or Referer) are refused.""",
+    "report": """examples:
+  trainkit report runs/flowers          # runs/flowers/report.html, opens offline in any browser
+  trainkit report runs/flowers --ckpt runs/flowers/last.pt --data data/flowers/test""",
     "plot": """examples:
   trainkit plot runs/digits            # into the run's env on the run's server
   trainkit plot runs/digits --env digits-replay --port 8098""",
@@ -157,6 +160,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_visdom)
 
+    p = add("report", "write RUN_DIR/report.html: curves, confusion matrix, most-confused images, config")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (trainkit train wrote it)")
+    p.add_argument("--ckpt", metavar="FILE", help="the checkpoint to show (default: RUN_DIR/best.pt)")
+    p.add_argument("--data", metavar="DIR", help="val folder (imagefolder) or data root (cifar) to show it on")
+    p.set_defaults(func=cmd_report)
+
     p = add("plot", "replay a finished run's metrics.jsonl into visdom")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (holds config.yaml and metrics.jsonl)")
     p.add_argument("--env", help="visdom env (default: the run's log.visdom.env or name)")
@@ -229,10 +238,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         resume = args.resume or str(cfg.run_path / "last.pt")
     try:
-        engine.fit(run.build_run(cfg, resume=resume, overwrite=args.overwrite))
+        r = run.build_run(cfg, resume=resume, overwrite=args.overwrite)
+        engine.fit(r)
     finally:
         distributed.close()
+    if cfg.log.report and r.dist.main:
+        _report(r.run_dir)
     return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    _report(Path(args.run_dir), args.ckpt, args.data)
+    return 0
+
+
+def _report(run_dir: Path, ckpt: str | None = None, data_dir: str | None = None) -> None:
+    from trainkit import report
+
+    print(f"wrote {report.write_report(run_dir, ckpt, data_dir)} (and its figures in {run_dir / 'report'})")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -244,6 +267,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.ckpt).with_name("eval.json")
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"\nwrote {out}")
+    run_dir = Path(args.ckpt).parent
+    if (run_dir / "report.html").is_file():  # refresh a run's report with this evaluation
+        _report(run_dir, args.ckpt, args.data)
     return 0
 
 

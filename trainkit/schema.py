@@ -341,6 +341,7 @@ class LogConfig:
     visdom: VisdomConfig = field(default_factory=VisdomConfig)
     tensorboard: TensorBoardConfig = field(default_factory=TensorBoardConfig)
     progress: Literal["auto", "bar", "lines", "off"] = "auto"
+    report: bool = True  # report.html and report/*.png at the end of a run (trainkit report)
 
 
 @dataclass
