@@ -52,11 +52,22 @@ LAYERS: list[tuple[str, set[str]]] = [
             "inference",
             "export",
             "report",
+            "lr_find",
         },
     ),
     (
         "commands",
-        {"cli", "launch", "__main__", "__init__", "digits", "visdom_assets", "visdom_server", "model_commands"},
+        {
+            "cli",
+            "launch",
+            "__main__",
+            "__init__",
+            "digits",
+            "visdom_assets",
+            "visdom_server",
+            "model_commands",
+            "picture_commands",
+        },
     ),
 ]
 

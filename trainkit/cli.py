@@ -8,7 +8,6 @@ SIGINT/SIGTERM. `--debug` shows the traceback of any error.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import trainkit
-from trainkit import model_commands
+from trainkit import model_commands, picture_commands
 from trainkit.errors import ConfigError, TrainingError, TrainkitError
 
 if TYPE_CHECKING:  # the commands import what they need when they run: `trainkit --help` stays fast
@@ -39,22 +38,6 @@ EXAMPLES = {
   trainkit inspect-shapes --config configs/cifar10.yaml
   trainkit inspect-shapes --config configs/cifar10.yaml --input-size 3 32 32
   trainkit inspect-shapes --ckpt runs/digits/best.pt""",
-    "visdom": """examples:
-  trainkit visdom                      # http://127.0.0.1:8097, loopback only
-  trainkit visdom --port 8098 --env-path runs/visdom
-  VISDOM_USERNAME=me VISDOM_PASSWORD=secret trainkit visdom --host 0.0.0.0
-  trainkit visdom --login              # asks for the username and password
-
-With VISDOM_USERNAME and VISDOM_PASSWORD set (or --login), every page and
-socket needs that login; training runs started with the same two variables log
-in with them. --host 0.0.0.0 needs a login (or --no-login). Requests from other
-web sites (a foreign Origin or Referer) are refused.""",
-    "report": """examples:
-  trainkit report runs/flowers          # runs/flowers/report.html, opens offline in any browser
-  trainkit report runs/flowers --ckpt runs/flowers/last.pt --data data/flowers/test""",
-    "plot": """examples:
-  trainkit plot runs/digits            # into the run's env on the run's server
-  trainkit plot runs/digits --env digits-replay --port 8098""",
 }
 
 
@@ -149,29 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_inspect_shapes)
 
-    p = add("visdom", "start a visdom server for live plots")
-    p.add_argument("--port", type=int, default=8097, help="port (default: 8097)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback only)")
-    p.add_argument("--env-path", metavar="DIR", help="where visdom saves its envs (default: ~/.visdom)")
-    who = p.add_mutually_exclusive_group()
-    who.add_argument("--login", action="store_true", help="ask for a username and password the server requires")
-    who.add_argument(
-        "--no-login", action="store_true", help="no login even on --host 0.0.0.0: anyone who reaches the port can plot"
-    )
-    p.set_defaults(func=cmd_visdom)
-
-    p = add("report", "write RUN_DIR/report.html: curves, confusion matrix, most-confused images, config")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (trainkit train wrote it)")
-    p.add_argument("--ckpt", metavar="FILE", help="the checkpoint to show (default: RUN_DIR/best.pt)")
-    p.add_argument("--data", metavar="DIR", help="val folder (imagefolder) or data root (cifar) to show it on")
-    p.set_defaults(func=cmd_report)
-
-    p = add("plot", "replay a finished run's metrics.jsonl into visdom")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (holds config.yaml and metrics.jsonl)")
-    p.add_argument("--env", help="visdom env (default: the run's log.visdom.env or name)")
-    p.add_argument("--server", help="visdom server (default: the run's log.visdom.server)")
-    p.add_argument("--port", type=int, help="visdom port (default: the run's log.visdom.port)")
-    p.set_defaults(func=cmd_plot)
+    picture_commands.register(add, add_set)
     return parser
 
 
@@ -243,19 +204,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         distributed.close()
     if cfg.log.report and r.dist.main:
-        _report(r.run_dir)
+        picture_commands.write_report(r.run_dir)
     return 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    _report(Path(args.run_dir), args.ckpt, args.data)
-    return 0
-
-
-def _report(run_dir: Path, ckpt: str | None = None, data_dir: str | None = None) -> None:
-    from trainkit import report
-
-    print(f"wrote {report.write_report(run_dir, ckpt, data_dir)} (and its figures in {run_dir / 'report'})")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -269,7 +219,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"\nwrote {out}")
     run_dir = Path(args.ckpt).parent
     if (run_dir / "report.html").is_file():  # refresh a run's report with this evaluation
-        _report(run_dir, args.ckpt, args.data)
+        picture_commands.write_report(run_dir, args.ckpt, args.data)
     return 0
 
 
@@ -303,42 +253,6 @@ def cmd_inspect_shapes(args: argparse.Namespace) -> int:
     report = shapes.collect(model, size)
     print(shapes.format_report(report))
     return 1 if report.failure else 0
-
-
-def cmd_visdom(args: argparse.Namespace) -> int:
-    from trainkit import visdom_assets
-
-    if visdom_assets.missing(visdom_assets.static_dir()):
-        raise ConfigError(
-            "visdom: its web assets are not installed, and it cannot fetch them offline; "
-            "run `make install` or `python -m trainkit.visdom_assets`"
-        )
-    from trainkit import visdom_server
-
-    login = None if args.no_login else visdom_server.credentials(prompt=args.login)
-    warning = visdom_server.check_exposure(args.host, login is not None, args.no_login)
-    if warning:
-        print(warning, file=sys.stderr, flush=True)
-    try:
-        visdom_server.serve(args.port, args.host, args.env_path, login)
-    except KeyboardInterrupt:
-        print("visdom stopped", file=sys.stderr)
-    return 0
-
-
-def cmd_plot(args: argparse.Namespace) -> int:
-    from trainkit import config, plots
-    from trainkit.rundir import load_run
-
-    run = load_run(Path(args.run_dir))
-    cfg = config.load_config(run.run_dir / "config.yaml")
-    vis = dataclasses.replace(
-        cfg.log.visdom, server=args.server or cfg.log.visdom.server, port=args.port or cfg.log.visdom.port
-    )
-    env = args.env or vis.env or cfg.name
-    sent = plots.replay(run, vis, env)
-    print(f"sent {', '.join(sent)} of {run.run_dir} to {vis.server}:{vis.port}/env/{env}")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
