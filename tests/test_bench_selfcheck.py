@@ -1,0 +1,20 @@
+"""benchmarks/bench.py's self-check: which numbers it refuses to report as trustworthy."""
+
+from __future__ import annotations
+
+import sys
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import bench  # noqa: E402
+
+
+def test_a_beaten_ceiling_or_a_noisy_approach_is_refused():
+    calm = {"a": 0.05, "b": 0.05, "c": 0.05}
+    assert bench.self_check({"a": 800, "b": 2100, "c": 2050}, calm) == []
+    assert bench.self_check({"a": 800, "b": 2100, "c": 2150}, calm) == []  # within the noise
+    beaten = bench.self_check({"a": 800, "b": 1673, "c": 1985}, {"a": 0.05, "b": 0.095, "c": 0.10})
+    assert len(beaten) == 1 and "beats its ceiling" in beaten[0]
+    noisy = bench.self_check({"a": 850, "b": 2100, "c": 2000}, {"a": 0.27, "b": 0.05, "c": 0.05})
+    assert len(noisy) == 1 and "idiomatic" in noisy[0] and "27%" in noisy[0]
