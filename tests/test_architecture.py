@@ -34,6 +34,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "whiten",
             "ema",
             "metrics",
+            "mixing",
         },
     ),
     (

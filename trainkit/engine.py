@@ -46,10 +46,11 @@ def train_one_epoch(run: Run, epoch: int, start: int = 0, meters: EpochMeters | 
     s.batch = start
     for i, (x, y) in enumerate(epoch_batches(train_loader, epoch, start), start=start):
         x, y = devices.to_device(x, y, run.device, run.channels_last)
+        x, target, y = run.mix(x, y, epoch, i)  # data.batch_transforms: soft targets, and their dominant labels
         with devices.autocast(run.device, cfg.amp):
             logits = run.net(x)
             # an empty batch (DDP, on_bad_image: skip, no good image on this rank) adds zero gradients
-            loss = run.loss_fn(logits, y) if len(y) else logits.sum() * 0.0
+            loss = run.loss_fn(logits, target) if len(y) else logits.sum() * 0.0
         if cfg.on_nan == "skip" and _any_rank(run, not torch.isfinite(loss)):  # opt-in: one host sync per step
             run.optimizer.zero_grad(set_to_none=True)
             s.nan_skipped += 1

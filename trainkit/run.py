@@ -18,6 +18,7 @@ from trainkit import checkpoint, config, data, devices, distributed, models, opt
 from trainkit.ema import EMA
 from trainkit.errors import CheckpointError, ConfigError
 from trainkit.loggers import build as build_sinks
+from trainkit.mixing import BatchMix
 from trainkit.rundir import prepare_run_dir
 from trainkit.schema import Config
 from trainkit.sinks import Sinks
@@ -63,6 +64,7 @@ class Run:
     notes: list[str] = field(default_factory=list)  # said once at start
     frozen_norms: list[nn.Module] = field(default_factory=list)  # BatchNorm layers that run in eval mode
     limit_batches: int | None = None  # --fast-dev-run: this many training and val batches of one epoch
+    mix: BatchMix = field(default_factory=lambda: BatchMix([], 0, 0, ""))  # data.batch_transforms
 
 
 # --------------------------------------------------------------------------- what a checkpoint holds
@@ -263,6 +265,7 @@ def build_run(cfg: Config, resume: str | Path | None = None, overwrite: bool = F
     run = Run(cfg, device, d, model, net, optimizer, scheduler, scaler, loss_fn, run_dir, Sinks([]), State(), ema)
     run.channels_last, run.dist, run.notes = use_channels_last, rank, notes
     run.frozen_norms = models.frozen_norms(model)
+    run.mix = BatchMix(cfg.data.batch_calls, len(d.classes), cfg.seed, cfg.train.loss.type)
     if ckpt is not None:
         try:
             restore(run, ckpt)

@@ -37,6 +37,9 @@ class SamplerConfig:
                     raise key_error(f"{path}.class_weights.{name}", f"weight must be >= 0, got {w}")
 
 
+BATCH_TRANSFORMS = ("MixUp", "CutMix")  # torchvision v2's transforms of whole batches
+
+
 @dataclass
 class TransformsConfig:
     train: list[Any] = field(default_factory=list)
@@ -49,6 +52,13 @@ class TransformsConfig:
         self.train_calls = [
             specs.parse_call(t, f"{path}.train[{i}]", names, "transform") for i, t in enumerate(self.train)
         ]
+        for call in self.train_calls:
+            if call.name in BATCH_TRANSFORMS:
+                raise key_error(
+                    call.path,
+                    f"{call.name} mixes whole batches (images and labels), not one image; "
+                    f"move it to data.batch_transforms (e.g. batch_transforms: [{{{call.name}: {{alpha: 1.0}}}}])",
+                )
         if self.val is not None:
             self.val_calls = [
                 specs.parse_call(t, f"{path}.val[{i}]", names, "transform") for i, t in enumerate(self.val)
@@ -71,6 +81,8 @@ class DataConfig:
     prefetch_factor: int | None = None
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     transforms: TransformsConfig = field(default_factory=TransformsConfig)
+    batch_transforms: list[Any] = field(default_factory=list)  # MixUp, CutMix: one per batch, chosen at random
+    batch_calls: list[Call] = field(init=False, default_factory=list)
     on_bad_image: Literal["error", "skip"] = "error"
     cache: Literal["none", "memory", "disk"] = "none"
     cache_dir: str | None = None
@@ -81,6 +93,11 @@ class DataConfig:
         return self.val_batch_size or self.batch_size
 
     def _check(self, path: str) -> None:
+        names = {n: c for n, c in specs.transforms().items() if n in BATCH_TRANSFORMS}
+        self.batch_calls = [
+            specs.parse_call(t, f"{path}.batch_transforms[{i}]", names, "batch transform")
+            for i, t in enumerate(self.batch_transforms)
+        ]
         for name in ("batch_size", "val_batch_size", "prefetch_factor", "subset"):
             value = getattr(self, name)
             if value is not None and value < 1:
