@@ -43,6 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TARBALL = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
 MEAN, STD = (0.491, 0.482, 0.447), (0.247, 0.243, 0.262)
 BATCH = 128
+PHOTO_BATCH = 64  # configs/bench_flowers.yaml
+FLOWERS = ROOT.parent / "shared" / "data" / "flowers-photos.tar.gz"
 SPREAD_LIMIT = 0.15  # a repetition-to-repetition spread above this: the numbers are not to be believed
 
 
@@ -124,16 +126,17 @@ def worker_idiomatic(data: Path, steps: int, device):
     return run, {}
 
 
-def trainkit_config(data: Path, steps: int, device, run_dir: Path, cache: list[str]):
-    """`configs/bench_cifar10.yaml` over a subset of `steps` batches (one epoch per timed window)."""
+def trainkit_config(data: Path, steps: int, device, run_dir: Path, cache: list[str], photos: bool = False):
+    """`configs/bench_cifar10.yaml` (or `bench_flowers.yaml`) over a subset of `steps` batches (one epoch per
+    timed window)."""
     from trainkit import config
 
     return config.load_config(
-        ROOT / "configs" / "bench_cifar10.yaml",
+        ROOT / "configs" / ("bench_flowers.yaml" if photos else "bench_cifar10.yaml"),
         [
             f"data.train={data / 'train'}",
-            f"data.val={data / 'test'}",
-            f"data.subset={steps * BATCH}",
+            f"data.val={data / ('val' if photos else 'test')}",
+            f"data.subset={steps * (PHOTO_BATCH if photos else BATCH)}",
             f"run_dir={run_dir}",
             f"device={device}",
             "train.log_every=1000",
@@ -144,7 +147,7 @@ def trainkit_config(data: Path, steps: int, device, run_dir: Path, cache: list[s
     )
 
 
-def worker_ceiling(data: Path, steps: int, device):
+def worker_ceiling(data: Path, steps: int, device, photos: bool = False):
     """(b) The model's bare training step: trainkit's own model, optimizer and parameter groups, scheduler,
     loss, memory format and autocast (built by trainkit's `build_run` from the same config as (c)), in a plain
     loop that does nothing else, on batches that are already augmented and already on the device (one
@@ -154,9 +157,8 @@ def worker_ceiling(data: Path, steps: int, device):
     from trainkit.loaders import epoch_batches
     from trainkit.run import build_run
 
-    cfg = trainkit_config(
-        data, steps, device, Path(tempfile.mkdtemp(prefix="trainkit-bench-b-")), ["data.cache=memory"]
-    )
+    run_dir = Path(tempfile.mkdtemp(prefix="trainkit-bench-b-"))
+    cfg = trainkit_config(data, steps, device, run_dir, [] if photos else ["data.cache=memory"], photos)
     run = build_run(cfg)
     batches = [
         devices.to_device(x, y, run.device, run.channels_last) for x, y in epoch_batches(run.data.train_loader, 0)
@@ -217,7 +219,91 @@ def worker_trainkit(data: Path, steps: int, device):
     return go, info
 
 
-WORKERS = {"a": worker_idiomatic, "b": worker_ceiling, "c": worker_trainkit}
+def worker_photo_idiomatic(data: Path, steps: int, device):
+    """(a) on photos: ImageFolder, PIL RandomResizedCrop(128) and flip, DataLoader(num_workers=2, shuffle=True),
+    the bench_flowers model in a plain loop; `data_only` pulls batches without the model."""
+    import torch
+    from torch import nn
+    from torchvision import datasets
+    from torchvision import transforms as T
+
+    from trainkit import models
+
+    cfg = trainkit_config(data, steps, device, Path(tempfile.mkdtemp(prefix="trainkit-bench-pa-")), [], True)
+    norm = next(c for c in cfg.data.transforms.train_calls if c.name == "Normalize")
+    tf = T.Compose([T.RandomResizedCrop(128, scale=(0.35, 1.0)), T.RandomHorizontalFlip(), T.ToTensor(),
+                    T.Normalize(norm.kwargs["mean"], norm.kwargs["std"])])  # fmt: skip
+    loader = torch.utils.data.DataLoader(
+        datasets.ImageFolder(data / "train", tf), batch_size=PHOTO_BATCH, shuffle=True, num_workers=2
+    )
+    model, loss_fn = models.build_model(cfg.model, seed=0).to(device), nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    batches = iter(loader)
+
+    def batch():
+        nonlocal batches
+        try:
+            return next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            return next(batches)
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            x, y = batch()
+            x, y = x.to(device), y.to(device)
+            opt.zero_grad()
+            loss_fn(model(x), y).backward()
+            opt.step()
+
+    run.data_only = lambda n: [batch() for _ in range(n)]  # type: ignore[attr-defined]
+    return run, {}
+
+
+def worker_photo_ceiling(data: Path, steps: int, device):
+    return worker_ceiling(data, steps, device, photos=True)
+
+
+def worker_photo_trainkit(data: Path, steps: int, device):
+    """(c) on photos: configs/bench_flowers.yaml (the photo store) through trainkit's loop."""
+    from trainkit import engine
+    from trainkit.cache import cache_dataset
+    from trainkit.images import ImageFolder
+    from trainkit.loaders import epoch_batches
+    from trainkit.run import build_run
+
+    full = ImageFolder(str(data / "train"), None, "data.train")
+    start = time.perf_counter()
+    cache_dataset(full, "memory", None, os.cpu_count() or 1, "data.train", 160)
+    info = {"store_build_s": time.perf_counter() - start, "photos": len(full.samples)}
+    run = build_run(trainkit_config(data, steps, device, Path(tempfile.mkdtemp(prefix="trainkit-bench-pc-")), [], True))
+    epoch = 0
+
+    def go(n: int) -> None:
+        nonlocal epoch
+        assert n == steps, "trainkit runs whole epochs of the subset"
+        engine.train_one_epoch(run, epoch)
+        epoch += 1
+
+    def data_only(n: int) -> None:
+        nonlocal epoch
+        assert run.data.train_loader is not None
+        for _ in epoch_batches(run.data.train_loader, epoch):
+            pass
+        epoch += 1
+
+    go.data_only = data_only  # type: ignore[attr-defined]
+    return go, info
+
+
+WORKERS = {
+    "a": worker_idiomatic,
+    "b": worker_ceiling,
+    "c": worker_trainkit,
+    "pa": worker_photo_idiomatic,
+    "pb": worker_photo_ceiling,
+    "pc": worker_photo_trainkit,
+}
 
 
 def serve(kind: str, data: Path, steps: int, device_name: str) -> None:
@@ -235,7 +321,7 @@ def serve(kind: str, data: Path, steps: int, device_name: str) -> None:
         n = int(cmd[1])
         sync(device)
         t0 = time.perf_counter()
-        run(n)
+        (run.data_only if cmd[0] == "data" else run)(n)  # type: ignore[attr-defined]
         sync(device)
         print(json.dumps({"seconds": time.perf_counter() - t0, "steps": n}), flush=True)
 
@@ -293,7 +379,7 @@ def tree_rss(pid: int) -> int:
 
 
 class Worker:
-    def __init__(self, kind: str, args: argparse.Namespace, data: Path) -> None:
+    def __init__(self, kind: str, args: argparse.Namespace, data: Path, steps: int | None = None) -> None:
         self.kind = kind
         self.proc = subprocess.Popen(
             [
@@ -304,7 +390,7 @@ class Worker:
                 "--data",
                 str(data),
                 "--steps",
-                str(args.steps),
+                str(steps or args.steps),
                 "--device",
                 args.device,
             ],
@@ -323,8 +409,8 @@ class Worker:
             raise SystemExit(f"benchmark worker {self.kind} died; run it alone to see why")
         return json.loads(line)
 
-    def run(self, steps: int) -> float:
-        self.proc.stdin.write(f"run {steps}\n")
+    def run(self, steps: int, what: str = "run") -> float:
+        self.proc.stdin.write(f"{what} {steps}\n")
         self.proc.stdin.flush()
         return self.read()["seconds"]
 
@@ -338,10 +424,12 @@ class Worker:
 
 
 def measure(
-    workers: dict[str, Worker], args: argparse.Namespace
+    workers: dict[str, Worker], args: argparse.Namespace, steps: int | None = None, batch: int = 0, what: str = "run"
 ) -> tuple[dict[str, list[float]], dict[str, dict[str, list[float]]]]:
-    """The timed windows: a warm-up of each approach, then `--reps` rounds in rotating order."""
+    """The timed windows: a warm-up of each approach, then `--reps` rounds in rotating order. `what` is `run`
+    (training steps) or `data` (the data path alone); the keys of `workers` are a, b and c (or a subset)."""
     names = {"a": "idiomatic", "b": "ceiling", "c": "trainkit"}
+    steps, batch = steps or args.steps, batch or BATCH
 
     def timed(k: str) -> tuple[float, float, float]:
         """One window of approach k, the others' process groups stopped (unless --no-isolate); returns the
@@ -353,7 +441,7 @@ def measure(
                 w.signal(signal.SIGSTOP)
         before, stolen_before = sum(tree_cpu(w.proc.pid) for w in others), steal_s()
         try:
-            seconds = workers[k].run(args.steps)
+            seconds = workers[k].run(steps, what)
         finally:
             after, stolen_after = sum(tree_cpu(w.proc.pid) for w in others), steal_s()
             if not args.no_isolate:
@@ -366,23 +454,55 @@ def measure(
     times: dict[str, list[float]] = {k: [] for k in workers}
     stolen: dict[str, list[float]] = {k: [] for k in workers}
     steal: dict[str, list[float]] = {k: [] for k in workers}
-    order = list("abc")
+    order = list(workers)
     for rep in range(args.reps):
-        for k in order[rep % 3 :] + order[: rep % 3]:
+        for k in order[rep % len(order) :] + order[: rep % len(order)]:
             seconds, cpu, vm = timed(k)
             times[k].append(seconds)
             stolen[k].append(cpu)
             steal[k].append(vm)
         print(
-            f"rep {rep + 1}/{args.reps}: "
+            f"{'' if what == 'run' else 'data only, '}rep {rep + 1}/{args.reps}: "
             + ", ".join(
-                f"{names[k]} {args.steps * BATCH / times[k][-1]:.0f} img/s "
+                f"{names[k]} {steps * batch / times[k][-1]:.0f} img/s "
                 f"(others {stolen[k][-1]:.2f} cpu-s, steal {steal[k][-1]:.2f} s)"
-                for k in "abc"
+                for k in order
             ),
             flush=True,
         )
     return times, {"others_cpu_s": stolen, "steal_s": steal}
+
+
+def photo_suite(args: argparse.Namespace) -> tuple[dict, list[str]]:
+    """The photo section: (a), (b), (c) on the flowers train photos at 128 px, then data only for (a) and (c)."""
+    data = unpack(args.flowers, Path(tempfile.gettempdir()) / "trainkit-bench-flowers") / "flowers"
+    steps = args.photo_steps
+    workers = {k: Worker(f"p{k}", args, data, steps) for k in "abc"}
+    try:
+        times, _ = measure(workers, args, steps, PHOTO_BATCH)
+        only, _ = measure({k: workers[k] for k in "ac"}, args, steps, PHOTO_BATCH, "data")
+    finally:
+        for w in workers.values():
+            w.close()
+    ips = {k: [steps * PHOTO_BATCH / t for t in v] for k, v in times.items()}
+    data_ips = {k: [steps * PHOTO_BATCH / t for t in v] for k, v in only.items()}
+    med = {k: statistics.median(v) for k, v in ips.items()}
+    spread = {k: (max(v) - min(v)) / med[k] for k, v in ips.items()}
+    data_med = {k: statistics.median(v) for k, v in data_ips.items()}
+    result = {
+        "steps_per_rep": steps,
+        "batch_size": PHOTO_BATCH,
+        "images_per_s": ips,
+        "median_images_per_s": med,
+        "spread": spread,
+        "data_only_images_per_s": data_ips,
+        "data_only_median": data_med,
+        "data_only_ratio": data_med["c"] / data_med["a"],
+        "store": workers["c"].info,
+        "photos_ratio_vs_idiomatic": med["c"] / med["a"],
+        "photos_ratio_vs_ceiling": med["c"] / med["b"],
+    }
+    return result, [f"photos: {p}" for p in self_check(med, spread)]
 
 
 def main() -> int:
@@ -398,6 +518,9 @@ def main() -> int:
         action="store_true",
         help="let the other approaches' processes run during a timed window (to measure their interference)",
     )
+    parser.add_argument("--photo-steps", type=int, default=25, help="photo steps per repetition (default 25)")
+    parser.add_argument("--flowers", type=Path, default=FLOWERS)
+    parser.add_argument("--no-photos", action="store_true", help="the CIFAR section only")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -453,6 +576,10 @@ def main() -> int:
         "ratio_vs_ceiling": med["c"] / med["b"],
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    problems = self_check(med, spread)
+    if not args.no_photos:
+        result["photos"], photo_problems = photo_suite(args)
+        problems += photo_problems
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"bench-{args.device.replace(':', '')}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
@@ -467,10 +594,30 @@ def main() -> int:
     )
     print(f"results: {out}")
     print(f"ratio_vs_idiomatic={result['ratio_vs_idiomatic']:.2f} ratio_vs_ceiling={result['ratio_vs_ceiling']:.2f}")
-    problems = self_check(med, spread)
+    if "photos" in result:
+        print_photos(result["photos"])
     for line in problems:
         print(f"NOT TRUSTWORTHY: {line}")
     return 1 if problems else 0
+
+
+def print_photos(photos: dict) -> None:
+    names = {"a": "idiomatic", "b": "ceiling", "c": "trainkit"}
+    print(f"\nphotos (flowers train, 128 px, batch {photos['batch_size']}):")
+    print(f"{'':12}{'median img/s':>14}{'spread':>8}{'data only img/s':>17}")
+    for k in "abc":
+        only = photos["data_only_median"].get(k)
+        print(
+            f"{names[k]:12}{photos['median_images_per_s'][k]:>14.0f}{photos['spread'][k]:>8.1%}"
+            + (f"{only:>17.0f}" if only else f"{'-':>17}")
+        )
+    store = photos["store"]
+    print(f"photo store, {store['photos']} photos: built in {store['store_build_s']:.1f}s")
+    print(f"data only: trainkit {photos['data_only_ratio']:.1f}x the idiomatic loader")
+    print(
+        f"photos_ratio_vs_idiomatic={photos['photos_ratio_vs_idiomatic']:.2f} "
+        f"photos_ratio_vs_ceiling={photos['photos_ratio_vs_ceiling']:.2f}"
+    )
 
 
 def self_check(med: dict[str, float], spread: dict[str, float]) -> list[str]:

@@ -9,10 +9,16 @@ float conversion. Any other transform runs per sample on the batch's tensors
 
 Randomness comes from a generator seeded per batch, so a batch's augmentation
 is a function of (seed, epoch, batch) and resumes exactly.
+
+A batch from a ragged store (photos of many sizes, `data.cache_size`) is a list of (C, H, W) uint8 images.
+`RandomResizedCrop` (torchvision's parameters: 10 tries, then a centred crop), `Resize` (shorter side, as
+torchvision) and `CenterCrop` work on such a list, one image at a time with an antialiased bilinear resize;
+the first of them that gives every image one size returns a tensor, and the rest of the ops run on it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +26,11 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-Op = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+from trainkit.errors import DataError
+
+Batch = torch.Tensor | list[torch.Tensor]  # a list: a ragged batch of (C, H, W) images
+Op = Callable[[Any, torch.Generator], Any]  # a Batch in, a Batch out
+RAGGED = "ragged"  # the attribute of an op that takes a ragged batch
 _PAD_MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}
 
 
@@ -66,28 +76,97 @@ def flip(p: float, dim: int) -> Op:
             out = x.clone()
             out[chosen] = x[chosen].flip(dim)
             return out
-        return torch.where(mask.view(-1, 1, 1, 1), x.flip(dim), x)  # no host sync on an accelerator
+        return torch.where(mask.to(x.device).view(-1, 1, 1, 1), x.flip(dim), x)  # no host sync on an accelerator
 
     return op
 
 
 def center_crop(size: tuple[int, int]) -> Op:
-    def op(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def crop(x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2:]
-        top, left = (H - size[0]) // 2, (W - size[1]) // 2
+        if H < size[0] or W < size[1]:
+            raise DataError(f"CenterCrop {list(size)}: an image of {H}x{W} is smaller; resize it first")
+        top, left = int(round((H - size[0]) / 2)), int(round((W - size[1]) / 2))
         return x[..., top : top + size[0], left : left + size[1]]
 
+    def op(x: Batch, gen: torch.Generator) -> torch.Tensor:
+        return torch.stack([crop(img) for img in x]) if isinstance(x, list) else crop(x)
+
+    setattr(op, RAGGED, True)
+    return op
+
+
+def _resize_one(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """An antialiased bilinear resize of one (C, H, W) uint8 image (uint8 directly on the CPU)."""
+    if tuple(x.shape[-2:]) == size:
+        return x
+    if x.device.type == "cpu":
+        return F.interpolate(x[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+    y = F.interpolate(x[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+    return y.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def resize(size: list[int]) -> Op:
+    """`Resize(S)`: the shorter side to S, the longer in proportion (int, as torchvision); `Resize([H, W])`."""
+
+    def target(h: int, w: int) -> tuple[int, int]:
+        if len(size) == 2:
+            return int(size[0]), int(size[1])
+        s = int(size[0])
+        return (s, int(s * w / h)) if h <= w else (int(s * h / w), s)
+
+    def op(x: Batch, gen: torch.Generator) -> Batch:
+        out = [_resize_one(img, target(*img.shape[-2:])) for img in x]
+        return out if len({tuple(o.shape) for o in out}) > 1 else torch.stack(out)
+
+    setattr(op, RAGGED, True)
+    return op
+
+
+def random_resized_crop(size: tuple[int, int], scale: tuple[float, float], ratio: tuple[float, float]) -> Op:
+    """torchvision's RandomResizedCrop, one image at a time, its parameters drawn from the batch's generator."""
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+
+    def params(H: int, W: int, gen: torch.Generator) -> tuple[int, int, int, int]:
+        area = H * W
+        for _ in range(10):
+            u = torch.rand(4, generator=gen, device=gen.device).tolist()
+            target = area * (scale[0] + u[0] * (scale[1] - scale[0]))
+            aspect = math.exp(log_ratio[0] + u[1] * (log_ratio[1] - log_ratio[0]))
+            w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+            if 0 < w <= W and 0 < h <= H:
+                return min(int(u[2] * (H - h + 1)), H - h), min(int(u[3] * (W - w + 1)), W - w), h, w
+        in_ratio = W / H  # torchvision's fallback: the largest centred crop within the ratio range
+        if in_ratio < ratio[0]:
+            w, h = W, int(round(W / ratio[0]))
+        elif in_ratio > ratio[1]:
+            h, w = H, int(round(H * ratio[1]))
+        else:
+            w, h = W, H
+        return (H - h) // 2, (W - w) // 2, h, w
+
+    def op(x: Batch, gen: torch.Generator) -> torch.Tensor:
+        out = []
+        for img in x:
+            i, j, h, w = params(img.shape[-2], img.shape[-1], gen)
+            out.append(_resize_one(img[:, i : i + h, j : j + w], size))
+        return torch.stack(out)
+
+    setattr(op, RAGGED, True)
     return op
 
 
 def per_sample(transform: Any) -> Op:
-    def op(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def op(x: Batch, gen: torch.Generator) -> Batch:
         seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device).item())
-        devices = [x.device.index or 0] if x.device.type == "cuda" else []
+        where = x[0].device if isinstance(x, list) else x.device
+        devices = [where.index or 0] if where.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
-            return torch.stack([transform(img) for img in x])
+            out = [transform(img) for img in x]
+        return out if len({tuple(o.shape) for o in out}) > 1 else torch.stack(out)
 
+    setattr(op, RAGGED, True)
     return op
 
 
@@ -104,10 +183,28 @@ class BatchAugment:
                 op = per_sample(t)
             self.ops.append(op)
 
-    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def __call__(self, x: Batch, gen: torch.Generator) -> torch.Tensor:
         for op in self.ops:
+            if isinstance(x, list) and not getattr(op, RAGGED, False):
+                x = stack(x)
             x = op(x, gen)
-        return x
+        return stack(x) if isinstance(x, list) else x
+
+
+def _bilinear(t: Any) -> bool:
+    """Bilinear with antialias (v2's default): what the batched resize does. v2 may keep the mode as a str."""
+    return str(getattr(t.interpolation, "value", t.interpolation)) == "bilinear" and t.antialias is not False
+
+
+def stack(x: list[torch.Tensor]) -> torch.Tensor:
+    sizes = {tuple(img.shape) for img in x}
+    if len(sizes) > 1:
+        a, b = sorted(sizes)[:2]
+        raise DataError(
+            f"data.cache_size: the images are still of many sizes ({a[2]}x{a[1]}, {b[2]}x{b[1]}, ...) where the "
+            "transforms need one; start data.transforms with RandomResizedCrop, or Resize and CenterCrop"
+        )
+    return torch.stack(x)
 
 
 def batched(t: Any, device: torch.device) -> Op | None:
@@ -128,6 +225,10 @@ def batched(t: Any, device: torch.device) -> Op | None:
         return flip(t.p, 2)
     if isinstance(t, v2.CenterCrop):
         return center_crop(_pair(t.size))
+    if isinstance(t, v2.RandomResizedCrop) and _bilinear(t):
+        return random_resized_crop(_pair(t.size), tuple(t.scale), tuple(t.ratio))
+    if isinstance(t, v2.Resize) and t.max_size is None and _bilinear(t):
+        return resize(list(t.size))
     if isinstance(t, v2.Pad) and t.fill in (0, None) and t.padding_mode == "constant":
         pad = [t.padding] * 4 if isinstance(t.padding, int) else _pad4(t.padding)
         return lambda x, gen: F.pad(x, pad)

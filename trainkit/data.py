@@ -155,13 +155,12 @@ def _cached_loader(
     from trainkit.augment import BatchAugment
     from trainkit.cache import CachedLoader, cache_dataset
 
-    cached = cache_dataset(ds, cfg.cache, cfg.cache_dir, os.cpu_count() or 1, key)
+    cached = cache_dataset(ds, cfg.cache, cfg.cache_dir, os.cpu_count() or 1, key, cfg.cache_size)
     if cached.skipped:
         if cfg.on_bad_image == "error":
             raise DataError(bad_image_message(cached.skipped[0]))
         notes.append(f"{key}: skipped {len(cached.skipped)} undecodable images, e.g. {cached.skipped[0]}")
-    n, size = len(cached.targets), tuple(cached.images.shape[1:])
-    notes.append(f"{key}: {n} images of {size} cached ({cached.source}, {cached.seconds:.1f}s)")
+    notes.append(f"{key}: {cached.describe()} cached ({cached.source}, {cached.seconds:.1f}s)")
     augment = BatchAugment(ds.transform, device)
     if augment.fallbacks:
         notes.append(

@@ -86,6 +86,7 @@ class DataConfig:
     on_bad_image: Literal["error", "skip"] = "error"
     cache: Literal["none", "memory", "disk"] = "none"
     cache_dir: str | None = None
+    cache_size: int | None = None  # photos of many sizes: stored with the shorter side at most this (cache.py)
     subset: int | None = None
 
     @property
@@ -98,7 +99,7 @@ class DataConfig:
             specs.parse_call(t, f"{path}.batch_transforms[{i}]", names, "batch transform")
             for i, t in enumerate(self.batch_transforms)
         ]
-        for name in ("batch_size", "val_batch_size", "prefetch_factor", "subset"):
+        for name in ("batch_size", "val_batch_size", "prefetch_factor", "subset", "cache_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise key_error(f"{path}.{name}", f"must be a positive integer, got {value}")

@@ -1,0 +1,104 @@
+"""The photo cache: images of many sizes stored once at a bounded resolution (`data.cache_size`), cropped and
+resized in batches on the device, as torchvision does them one image at a time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from conftest import assert_user_error, run_cli, tiny_config, write_yaml
+from PIL import Image
+from torchvision.transforms import v2
+
+from trainkit import augment
+
+SIZES = [(40, 30), (30, 52), (64, 37), (33, 33), (90, 28)]  # (W, H): aspect ratios 0.6 to 3.2
+
+
+def photos(root: Path, per_class: int = 6, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for c, name in enumerate(("red", "blue")):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            w, h = SIZES[(i + c) % len(SIZES)]
+            base = np.array([200, 40, 40] if c == 0 else [40, 40, 200], dtype=float)
+            pixels = np.clip(base + rng.normal(0, 30, (h, w, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i:02d}.jpg", quality=90)
+    return root
+
+
+def ragged(seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8) for w, h in SIZES]
+
+
+def test_resize_and_center_crop_match_torchvision():
+    images = ragged()
+    ours = augment.BatchAugment(v2.Compose([v2.Resize(24, antialias=True), v2.CenterCrop(20)]), torch.device("cpu"))
+    assert not ours.fallbacks
+    out = ours(images, torch.Generator().manual_seed(0))
+    theirs = torch.stack([v2.CenterCrop(20)(v2.Resize(24, antialias=True)(img)) for img in images])
+    assert out.shape == (5, 3, 20, 20) and out.dtype == torch.uint8
+    assert (out.int() - theirs.int()).abs().max() <= 1  # the same antialiased bilinear resize, up to rounding
+
+
+def test_random_resized_crop_in_batches():
+    images = ragged()
+    rrc = augment.BatchAugment(v2.RandomResizedCrop(16, scale=(0.3, 1.0)), torch.device("cpu"))
+    assert not rrc.fallbacks
+    a = rrc(images, torch.Generator().manual_seed(1))
+    assert a.shape == (5, 3, 16, 16)
+    assert torch.equal(a, rrc(images, torch.Generator().manual_seed(1)))  # a batch's seed fixes its crops
+    assert not torch.equal(a, rrc(images, torch.Generator().manual_seed(2)))
+    # the whole image at its own aspect ratio is a plain resize
+    whole = augment.BatchAugment(
+        v2.RandomResizedCrop((20, 20), scale=(1.0, 1.0), ratio=(1.0, 1.0)), torch.device("cpu")
+    )
+    square = [images[3]]  # 33x33
+    assert (whole(square, torch.Generator()).int() - v2.Resize((20, 20), antialias=True)(images[3])[None].int()).abs().max() <= 1  # fmt: skip
+
+
+def test_photos_of_many_sizes_train_from_the_cache(tmp_path):
+    data = tmp_path / "data"
+    photos(data / "train"), photos(data / "val", per_class=3, seed=1)
+    cfg = tiny_config(data, tmp_path / "run", train={"epochs": 2})
+    cfg["data"] |= {"cache": "disk", "cache_dir": str(tmp_path / "cache"), "num_workers": 0}
+    cfg["data"]["transforms"] = {
+        "train": [{"RandomResizedCrop": {"size": 16, "scale": [0.5, 1.0]}}, "RandomHorizontalFlip", "ToTensor"],
+        "val": [{"Resize": 18}, {"CenterCrop": 16}, "ToTensor"],
+    }
+    refused = run_cli("train", "--config", str(write_yaml(tmp_path / "c.yaml", cfg)))
+    assert_user_error(refused, "data.cache needs images of one size", "data.cache_size")
+    cfg["data"]["cache_size"] = 24
+    first = run_cli("train", "--config", str(write_yaml(tmp_path / "c.yaml", cfg)))
+    assert first.returncode == 0, first.stderr
+    out = first.stdout + first.stderr
+    assert "12 images of many sizes (shorter side 24 to 24 px" in out and "(disk," in out
+    assert "per-sample fallback" not in out  # every transform ran batched
+    again = run_cli("train", "--config", str(write_yaml(tmp_path / "c.yaml", cfg)), "--overwrite")
+    assert again.returncode == 0 and "disk hit" in again.stdout + again.stderr
+    cfg["data"]["cache_size"] = 20  # another resolution: another store, never the old one
+    other = run_cli("train", "--config", str(write_yaml(tmp_path / "c.yaml", cfg)), "--overwrite")
+    assert other.returncode == 0 and "shorter side 20 to 20 px" in other.stdout + other.stderr
+    assert "disk hit" not in other.stdout + other.stderr
+
+
+def test_a_ragged_epoch_repeats_exactly(tmp_path):
+    from trainkit import config
+    from trainkit.loaders import epoch_batches
+    from trainkit.run import build_run
+
+    data = tmp_path / "data"
+    photos(data / "train"), photos(data / "val", per_class=3, seed=1)
+    raw = tiny_config(data, tmp_path / "run")
+    raw["data"] |= {"cache": "memory", "cache_size": 24, "num_workers": 0, "batch_size": 5}
+    raw["data"]["transforms"] = {"train": [{"RandomResizedCrop": 16}, "RandomHorizontalFlip", "ToTensor"],
+                                 "val": [{"Resize": 18}, {"CenterCrop": 16}, "ToTensor"]}  # fmt: skip
+    run = build_run(config.load_config(write_yaml(tmp_path / "c.yaml", raw)))
+    first = [x for x, _ in epoch_batches(run.data.train_loader, 3)]
+    second = [x for x, _ in epoch_batches(run.data.train_loader, 3)]
+    assert len(first) == 3 and all(torch.equal(a, b) for a, b in zip(first, second))
+    skipped = [x for x, _ in epoch_batches(run.data.train_loader, 3, skip=1)]  # a resume after one batch
+    assert all(torch.equal(a, b) for a, b in zip(first[1:], skipped))
+    assert not torch.equal(first[0], next(iter(epoch_batches(run.data.train_loader, 4)))[0])
