@@ -188,7 +188,6 @@ def worker_ceiling(data: Path, steps: int, device, photos: bool = False):
 
 def worker_trainkit(data: Path, steps: int, device):
     """(c) trainkit: the shipped config, through trainkit's own setup and training loop."""
-    from trainkit import engine
     from trainkit.cache import cache_dataset
     from trainkit.images import ImageFolder
     from trainkit.run import build_run
@@ -208,6 +207,14 @@ def worker_trainkit(data: Path, steps: int, device):
     run = build_run(cfg)
     info["setup_s"] = time.perf_counter() - start
     info["notes"] = run.data.notes
+    return whole_epochs(run, steps), info
+
+
+def whole_epochs(run, steps: int):
+    """`go(n)`: one training epoch of the subset per timed window; `go.data_only(n)`: its batches alone."""
+    from trainkit import engine
+    from trainkit.loaders import epoch_batches
+
     epoch = 0
 
     def go(n: int) -> None:
@@ -216,7 +223,15 @@ def worker_trainkit(data: Path, steps: int, device):
         engine.train_one_epoch(run, epoch)
         epoch += 1
 
-    return go, info
+    def data_only(n: int) -> None:
+        nonlocal epoch
+        assert run.data.train_loader is not None
+        for _ in epoch_batches(run.data.train_loader, epoch):
+            pass
+        epoch += 1
+
+    go.data_only = data_only  # type: ignore[attr-defined]
+    return go
 
 
 def worker_photo_idiomatic(data: Path, steps: int, device):
@@ -266,10 +281,8 @@ def worker_photo_ceiling(data: Path, steps: int, device):
 
 def worker_photo_trainkit(data: Path, steps: int, device):
     """(c) on photos: configs/bench_flowers.yaml (the photo store) through trainkit's loop."""
-    from trainkit import engine
     from trainkit.cache import cache_dataset
     from trainkit.images import ImageFolder
-    from trainkit.loaders import epoch_batches
     from trainkit.run import build_run
 
     full = ImageFolder(str(data / "train"), None, "data.train")
@@ -277,23 +290,7 @@ def worker_photo_trainkit(data: Path, steps: int, device):
     cache_dataset(full, "memory", None, os.cpu_count() or 1, "data.train", 160)
     info = {"store_build_s": time.perf_counter() - start, "photos": len(full.samples)}
     run = build_run(trainkit_config(data, steps, device, Path(tempfile.mkdtemp(prefix="trainkit-bench-pc-")), [], True))
-    epoch = 0
-
-    def go(n: int) -> None:
-        nonlocal epoch
-        assert n == steps, "trainkit runs whole epochs of the subset"
-        engine.train_one_epoch(run, epoch)
-        epoch += 1
-
-    def data_only(n: int) -> None:
-        nonlocal epoch
-        assert run.data.train_loader is not None
-        for _ in epoch_batches(run.data.train_loader, epoch):
-            pass
-        epoch += 1
-
-    go.data_only = data_only  # type: ignore[attr-defined]
-    return go, info
+    return whole_epochs(run, steps), info
 
 
 WORKERS = {
