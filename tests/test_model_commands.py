@@ -267,3 +267,12 @@ def test_features_of_real_photos_are_useful(tmp_path, flowers):
     print(f"flowers: the checkpoint's val accuracy {own:.4f}, a logistic regression on its features {linear:.4f}")
     assert ev.returncode == 0 and own > 0.5  # a model that learned something
     assert linear >= own - 0.05, (linear, own)
+
+
+def test_images_the_model_cannot_take_are_one_line(tmp_path, tiny_data):
+    model = {"sequential": [{"Conv2d": [3, 4, 3, 1, 1]}, "Flatten", {"Linear": [4 * 16 * 16, 2]}]}
+    cfg = tiny_config(tiny_data, tmp_path / "run", model=model, train={"epochs": 1})
+    assert run_cli("train", "--config", str(write_yaml(tmp_path / "c.yaml", cfg))).returncode == 0
+    photos = make_image_folder(tmp_path / "photos", {"cat": 2}, size=20)  # 20 px: the Linear expects 16 px
+    proc = run_cli("predict", "--ckpt", str(tmp_path / "run" / "best.pt"), str(photos))
+    assert_user_error(proc, "the model cannot take these images", "shapes cannot be multiplied")

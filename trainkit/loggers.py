@@ -96,8 +96,9 @@ class Console(Sink):
 
 class Jsonl(Sink):
     """One JSON line per epoch in metrics.jsonl, flushed as it is written; and in steps.jsonl the train loss
-    at each `train.log_every` steps (the mean since the line before), written with the epoch's line (the
-    run directory exists only from the first checkpoint on) or when the run stops."""
+    at each `train.log_every` steps (the mean since the line before), written with the epoch's line: the run
+    directory exists only from the first checkpoint on, and a resume cuts both files back to whole epochs, so
+    the steps of an unfinished epoch are never written."""
 
     def __init__(self, path: Path) -> None:
         self.path, self.steps_path = path, path.with_name("steps.jsonl")
@@ -121,16 +122,9 @@ class Jsonl(Sink):
     def end_epoch(self, record: dict[str, Any], confusion: np.ndarray | None) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, allow_nan=True) + "\n")
-        self._flush()
-
-    def _flush(self) -> None:
-        if self.pending and self.steps_path.parent.is_dir():
-            with open(self.steps_path, "a", encoding="utf-8") as f:
-                f.writelines(json.dumps(r, allow_nan=True) + "\n" for r in self.pending)
+        with open(self.steps_path, "a", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, allow_nan=True) + "\n" for r in self.pending)
         self.pending = []
-
-    def close(self) -> None:
-        self._flush()
 
 
 def warn(text: str) -> None:

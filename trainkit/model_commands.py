@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 EXAMPLES = {
     "predict": """examples:
@@ -100,7 +101,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     _check_positive(args.batch_size, "--batch-size")
     t = trained.load_trained(args.ckpt, device=args.device)
     inputs = inference.collect(args.paths, t.classes)
-    rows, skipped = inference.predict(t, inputs, args.topk, args.batch_size, args.tta or t.tta, args.on_bad_image)
+    with _model_errors(args.paths):
+        rows, skipped = inference.predict(t, inputs, args.topk, args.batch_size, args.tta or t.tta, args.on_bad_image)
     _bad(skipped)
     if inputs.ignored:
         print(f"note: {len(inputs.ignored)} files are not images and were passed over", file=sys.stderr)
@@ -121,7 +123,8 @@ def cmd_features(args: argparse.Namespace) -> int:
     t = trained.load_trained(args.ckpt, device=args.device)
     inference.check_layers(t.model, args.layer)
     inputs = inference.collect(args.data, t.classes, key="--data")
-    arrays, rows, skipped = inference.extract(t, inputs, args.layer, args.pool, args.batch_size, args.on_bad_image)
+    with _model_errors(args.data):
+        arrays, rows, skipped = inference.extract(t, inputs, args.layer, args.pool, args.batch_size, args.on_bad_image)
     _bad(skipped)
     if not rows:
         raise _no_images(args.data)
@@ -137,6 +140,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     report = export.export(args.ckpt, args.format, args.out, args.input_size, args.batch, args.data)
     print(report)
     return 0
+
+
+@contextlib.contextmanager
+def _model_errors(paths: list[str]) -> Iterator[None]:
+    """The model refusing the images (a shape it was not built for) is the input's problem: one line, exit 2."""
+    from trainkit.errors import DataError
+
+    try:
+        yield
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(
+            f"{' '.join(paths)}: the model cannot take these images after the checkpoint's val transforms "
+            f"({first}); give images like the ones it was trained on, or a checkpoint whose val transforms resize"
+        ) from None
 
 
 def _no_images(paths: list[str]) -> Exception:
