@@ -155,3 +155,42 @@ def test_channels_last_auto_means_convolutional_models():
     )
     assert devices.channels_last(conv, torch.nn.Conv2d(3, 4, 3)) is True
     assert devices.channels_last(mlp, torch.nn.Linear(4, 2)) is False
+
+
+MALLINFO = """
+import ctypes, sys, torch
+from trainkit import devices
+
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Info
+
+def step():  # a tensor of 8 MB made and freed, as a training step does with its batch
+    before = libc.mallinfo2().hblkhd
+    x = torch.ones(8 * 2**20, dtype=torch.uint8)
+    mapped = libc.mallinfo2().hblkhd - before
+    del x
+    return mapped, libc.mallinfo2().fordblks
+
+print(*step())
+print(devices.keep_freed_memory())
+step()
+print(*step())
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/lib/x86_64-linux-gnu/libc.so.6") and not os.path.exists("/lib64/libc.so.6"),
+                    reason="glibc only")  # fmt: skip
+def test_freed_host_memory_is_kept_for_the_next_step():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", MALLINFO], capture_output=True, text=True, check=True).stdout.split()
+    mapped_before, _, kept, mapped_after, free_after = out
+    assert int(mapped_before) >= 8 * 2**20  # glibc's default: each such tensor is a fresh mmap, unmapped when freed
+    assert kept == "True"
+    assert int(mapped_after) == 0  # now it comes from the heap...
+    assert int(free_after) >= 8 * 2**20  # ...and stays there, free, for the next step

@@ -229,6 +229,7 @@ def build_run(cfg: Config, resume: str | Path | None = None, overwrite: bool = F
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
     distributed.init(rank, device)
     devices.set_threads(cfg.threads)
+    devices.keep_freed_memory()
     seed_everything(cfg.seed)
     d = data.build_data(cfg.data, cfg.seed, device, rank=rank.rank, world=rank.world)
     notes = list(d.notes)
