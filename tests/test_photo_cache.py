@@ -102,3 +102,63 @@ def test_a_ragged_epoch_repeats_exactly(tmp_path):
     skipped = [x for x, _ in epoch_batches(run.data.train_loader, 3, skip=1)]  # a resume after one batch
     assert all(torch.equal(a, b) for a, b in zip(first[1:], skipped))
     assert not torch.equal(first[0], next(iter(epoch_batches(run.data.train_loader, 4)))[0])
+
+
+def channels_last_images(seed: int = 0) -> list[torch.Tensor]:
+    """`ragged()` laid out as the photo store keeps them: (C, H, W) views of (H, W, C) pixels."""
+    return [img.permute(1, 2, 0).contiguous().permute(2, 0, 1) for img in ragged(seed)]
+
+
+def test_the_store_keeps_pixels_as_decoded_and_serves_channels_last_views(tmp_path):
+    from trainkit.cache import cache_dataset
+    from trainkit.images import ImageFolder
+
+    folder = photos(tmp_path / "train")
+    ds = ImageFolder(str(folder), None, "data.train")
+    cached = cache_dataset(ds, "memory", None, 1, "data.train", 200)  # no photo is shrunk at 200
+    assert cached.shapes is not None and cached.offsets is not None
+    for (path, _), (h, w), start in zip(ds.samples, cached.shapes.tolist(), cached.offsets.tolist()):
+        decoded = torch.from_numpy(np.array(Image.open(path).convert("RGB")))  # (H, W, C)
+        assert torch.equal(cached.images[start : start + 3 * h * w].view(h, w, 3), decoded)
+
+
+def test_channels_last_batches_stay_channels_last_and_match_the_planar_result():
+    mean, std = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
+    t = v2.Compose(
+        [v2.RandomResizedCrop(16, scale=(0.3, 1.0)), v2.RandomHorizontalFlip(), v2.ToImage(),
+         v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    )  # fmt: skip
+    aug = augment.BatchAugment(t, torch.device("cpu"))
+    assert len(aug.ops) == 4  # ToDtype(scale) and Normalize fused into one op
+    planar = aug(ragged(), torch.Generator().manual_seed(3))
+    last = aug(channels_last_images(), torch.Generator().manual_seed(3))
+    assert planar.is_contiguous() and not last.is_contiguous()
+    assert last.is_contiguous(memory_format=torch.channels_last)  # what a convolutional model takes, no copy
+    assert (planar - last).abs().max() <= 1.0 / 255 / min(std) + 1e-5  # the same crops, up to resize rounding
+    # the fused normalize against torchvision's, on a channels_last uint8 batch
+    x = torch.stack(ragged(1)[:1] * 4)[:, :, :20, :20].contiguous(memory_format=torch.channels_last)
+    fused = augment.BatchAugment(v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]), torch.device("cpu"))  # fmt: skip
+    reference = v2.Normalize(mean, std)(x.float() / 255)
+    assert torch.allclose(fused(x, torch.Generator()), reference, atol=1e-5)
+
+
+def test_flip_on_channels_last_batches():
+    x = augment.stack(channels_last_images()[3:4] * 8)  # 33x33, kept channels_last
+    assert x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    out = augment.flip(1.0, 3)(x, torch.Generator())
+    assert torch.equal(out, x.flip(3)) and out.is_contiguous(memory_format=torch.channels_last)
+    half = augment.flip(0.5, 3)(x, torch.Generator().manual_seed(0))
+    flipped = [torch.equal(o, i.flip(2)) for o, i in zip(half, x)]
+    assert 0 < sum(flipped) < 8 and all(f or torch.equal(o, i) for f, o, i in zip(flipped, half, x))
+
+
+def test_random_resized_crop_windows_are_in_bounds_and_vary():
+    image = torch.randint(0, 256, (3, 40, 40), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    exact = augment.BatchAugment(v2.RandomResizedCrop(20, scale=(0.25, 0.25), ratio=(1.0, 1.0)), torch.device("cpu"))
+    out = exact([image] * 64, torch.Generator().manual_seed(5))  # a 20x20 window, no resize: the window itself
+    windows = set()
+    for crop in out:
+        hits = [(i, j) for i in range(21) for j in range(21) if torch.equal(image[:, i : i + 20, j : j + 20], crop)]
+        assert hits, "a crop is not a window of its image"
+        windows.add(hits[0])
+    assert len(windows) > 30  # each image draws its own window

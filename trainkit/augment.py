@@ -14,6 +14,9 @@ A batch from a ragged store (photos of many sizes, `data.cache_size`) is a list 
 `RandomResizedCrop` (torchvision's parameters: 10 tries, then a centred crop), `Resize` (shorter side, as
 torchvision) and `CenterCrop` work on such a list, one image at a time with an antialiased bilinear resize;
 the first of them that gives every image one size returns a tensor, and the rest of the ops run on it.
+The store's images are channels_last views ((C, H, W) of (H, W, C) pixels), and every op keeps that layout:
+the resize is 1.8x faster so on the CPU, the batch reaches a channels_last model with no copy, and
+`ToDtype(scale=True)` then `Normalize` run as one normalize over (N, H*W*C) rows.
 """
 
 from __future__ import annotations
@@ -73,8 +76,12 @@ def flip(p: float, dim: int) -> Op:
         mask = torch.rand(x.shape[0], generator=gen, device=gen.device) < p
         if x.device.type == "cpu":  # flipping only the chosen samples is 10x faster than a full where on CPU
             chosen = mask.nonzero().squeeze(1)
-            out = x.clone()
-            out[chosen] = x[chosen].flip(dim)
+            out = x.clone()  # in x's layout
+            if _channels_last(x):  # one image at a time: 3x faster than a gather of channels_last images
+                for i in chosen.tolist():
+                    out[i] = x[i].flip(dim - 1)
+            else:
+                out[chosen] = x[chosen].flip(dim)
             return out
         return torch.where(mask.to(x.device).view(-1, 1, 1, 1), x.flip(dim), x)  # no host sync on an accelerator
 
@@ -90,7 +97,7 @@ def center_crop(size: tuple[int, int]) -> Op:
         return x[..., top : top + size[0], left : left + size[1]]
 
     def op(x: Batch, gen: torch.Generator) -> torch.Tensor:
-        return torch.stack([crop(img) for img in x]) if isinstance(x, list) else crop(x)
+        return stack([crop(img) for img in x]) if isinstance(x, list) else crop(x)
 
     setattr(op, RAGGED, True)
     return op
@@ -101,7 +108,11 @@ def _resize_one(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == size:
         return x
     if x.device.type == "cpu":
-        return F.interpolate(x[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+        if x.stride(0) == 1:  # channels innermost (the photo store's layout): kept so, as a dense (1, C, H, W)
+            x = x.permute(1, 2, 0)[None].permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+        else:
+            x = x[None]
+        return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)[0]
     y = F.interpolate(x[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False)[0]
     return y.round_().clamp_(0, 255).to(torch.uint8)
 
@@ -117,7 +128,7 @@ def resize(size: list[int]) -> Op:
 
     def op(x: Batch, gen: torch.Generator) -> Batch:
         out = [_resize_one(img, target(*img.shape[-2:])) for img in x]
-        return out if len({tuple(o.shape) for o in out}) > 1 else torch.stack(out)
+        return out if len({tuple(o.shape) for o in out}) > 1 else stack(out)
 
     setattr(op, RAGGED, True)
     return op
@@ -127,15 +138,27 @@ def random_resized_crop(size: tuple[int, int], scale: tuple[float, float], ratio
     """torchvision's RandomResizedCrop, one image at a time, its parameters drawn from the batch's generator."""
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
 
-    def params(H: int, W: int, gen: torch.Generator) -> tuple[int, int, int, int]:
-        area = H * W
-        for _ in range(10):
-            u = torch.rand(4, generator=gen, device=gen.device).tolist()
-            target = area * (scale[0] + u[0] * (scale[1] - scale[0]))
-            aspect = math.exp(log_ratio[0] + u[1] * (log_ratio[1] - log_ratio[0]))
-            w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
-            if 0 < w <= W and 0 < h <= H:
-                return min(int(u[2] * (H - h + 1)), H - h), min(int(u[3] * (W - w + 1)), W - w), h, w
+    def boxes(shapes: list[tuple[int, int]], gen: torch.Generator) -> list[tuple[int, int, int, int]]:
+        """(top, left, height, width) of each image's crop: torchvision's 10 tries, drawn for the whole batch
+        at once (one draw of (N, 10, 4) numbers, not up to 10 small draws per image)."""
+        hw = torch.tensor(shapes, dtype=torch.float64)
+        H, W = hw[:, :1], hw[:, 1:]
+        u = torch.rand((len(shapes), 10, 4), generator=gen, device=gen.device, dtype=torch.float64).cpu()
+        target = H * W * (scale[0] + u[..., 0] * (scale[1] - scale[0]))
+        aspect = torch.exp(log_ratio[0] + u[..., 1] * (log_ratio[1] - log_ratio[0]))
+        w, h = torch.round(torch.sqrt(target * aspect)), torch.round(torch.sqrt(target / aspect))
+        fits = (w > 0) & (w <= W) & (h > 0) & (h <= H)
+        rows = torch.arange(len(shapes))
+        first = fits.to(torch.uint8).argmax(dim=1)  # the first try that fits
+        h, w, u = h[rows, first], w[rows, first], u[rows, first]
+        top = torch.minimum((u[:, 2] * (H[:, 0] - h + 1)).floor(), H[:, 0] - h)
+        left = torch.minimum((u[:, 3] * (W[:, 0] - w + 1)).floor(), W[:, 0] - w)
+        out = [(int(t), int(lf), int(hh), int(ww)) for t, lf, hh, ww in torch.stack([top, left, h, w], 1).tolist()]
+        for k in (~fits.any(dim=1)).nonzero().flatten().tolist():
+            out[k] = centred(*shapes[k])
+        return out
+
+    def centred(H: int, W: int) -> tuple[int, int, int, int]:
         in_ratio = W / H  # torchvision's fallback: the largest centred crop within the ratio range
         if in_ratio < ratio[0]:
             w, h = W, int(round(W / ratio[0]))
@@ -146,11 +169,8 @@ def random_resized_crop(size: tuple[int, int], scale: tuple[float, float], ratio
         return (H - h) // 2, (W - w) // 2, h, w
 
     def op(x: Batch, gen: torch.Generator) -> torch.Tensor:
-        out = []
-        for img in x:
-            i, j, h, w = params(img.shape[-2], img.shape[-1], gen)
-            out.append(_resize_one(img[:, i : i + h, j : j + w], size))
-        return torch.stack(out)
+        crops = boxes([(img.shape[-2], img.shape[-1]) for img in x], gen)
+        return stack([_resize_one(img[:, i : i + h, j : j + w], size) for img, (i, j, h, w) in zip(x, crops)])
 
     setattr(op, RAGGED, True)
     return op
@@ -164,7 +184,7 @@ def per_sample(transform: Any) -> Op:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             out = [transform(img) for img in x]
-        return out if len({tuple(o.shape) for o in out}) > 1 else torch.stack(out)
+        return out if len({tuple(o.shape) for o in out}) > 1 else stack(out)
 
     setattr(op, RAGGED, True)
     return op
@@ -176,8 +196,8 @@ class BatchAugment:
     def __init__(self, transform: Any, device: torch.device) -> None:
         self.ops: list[Op] = []
         self.fallbacks: list[str] = []  # transforms that run per sample
-        for t in flatten(transform):
-            op = batched(t, device)
+        for t in _fused(flatten(transform), device):
+            op = batched(t, device) if isinstance(t, torch.nn.Module) else t  # not a Module: a fused op already
             if op is None:
                 self.fallbacks.append(type(t).__name__)
                 op = per_sample(t)
@@ -197,6 +217,8 @@ def _bilinear(t: Any) -> bool:
 
 
 def stack(x: list[torch.Tensor]) -> torch.Tensor:
+    """One (N, C, H, W) batch of (C, H, W) images of one size, channels_last when they all are (a plain
+    torch.stack would copy them into the planar layout)."""
     sizes = {tuple(img.shape) for img in x}
     if len(sizes) > 1:
         a, b = sorted(sizes)[:2]
@@ -204,19 +226,61 @@ def stack(x: list[torch.Tensor]) -> torch.Tensor:
             f"data.cache_size: the images are still of many sizes ({a[2]}x{a[1]}, {b[2]}x{b[1]}, ...) where the "
             "transforms need one; start data.transforms with RandomResizedCrop, or Resize and CenterCrop"
         )
+    if all(img.dim() == 3 and img.shape[0] > 1 and img.stride(0) == 1 for img in x):  # channels innermost
+        return torch.stack([img.permute(1, 2, 0) for img in x]).permute(0, 3, 1, 2)
     return torch.stack(x)
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def normalize(mean: list[float], std: list[float], device: torch.device) -> Op:
+    """`Normalize` (after `ToDtype(scale=True)` when the two are fused: mean and std then times 255). A
+    channels_last batch is normalized as (N, H*W*C) rows against one (H*W*C) row of each channel's mean and
+    1/std: a per-channel broadcast over the innermost dimension of 3 is 4x slower on the CPU."""
+    m, s = torch.tensor(mean, device=device), torch.tensor(std, device=device)
+    rows: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def op(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        if not _channels_last(x):
+            x = x if x.is_floating_point() else x.float()
+            return x.sub_(m.view(1, -1, 1, 1)).div_(s.view(1, -1, 1, 1))
+        n, c, h, w = x.shape
+        if (h, w) not in rows:
+            rows[h, w] = m.repeat(h * w), (1.0 / s).repeat(h * w)
+        mean_row, inv_row = rows[h, w]
+        flat = x.permute(0, 2, 3, 1).reshape(n, -1)  # a view; its float() is 3x faster than the 4-D one's
+        flat = flat if flat.is_floating_point() else flat.float()
+        return flat.sub_(mean_row).mul_(inv_row).view(n, h, w, c).permute(0, 3, 1, 2)
+
+    return op
+
+
+def _fused(transforms: list[Any], device: torch.device) -> list[Any]:
+    """`ToDtype(float32, scale=True)` then `Normalize`, as one normalize from uint8 (one pass fewer)."""
+    out: list[Any] = []
+    for t in transforms:
+        prev = out[-1] if out else None
+        if isinstance(t, v2.Normalize) and isinstance(prev, v2.ToDtype) and _to_float(prev) and prev.scale:
+            out[-1] = normalize([255.0 * v for v in t.mean], [255.0 * v for v in t.std], device)
+        else:
+            out.append(t)
+    return out
+
+
+def _to_float(t: v2.ToDtype) -> bool:
+    return t.dtype in (torch.float32, {torch.Tensor: torch.float32})
 
 
 def batched(t: Any, device: torch.device) -> Op | None:
     """The batched form of a v2 transform, or None when it has none."""
     if isinstance(t, (v2.ToImage, v2.PILToTensor)):
         return lambda x, gen: x  # the batch is a uint8 tensor already
-    if isinstance(t, v2.ToDtype) and t.dtype in (torch.float32, {torch.Tensor: torch.float32}):
+    if isinstance(t, v2.ToDtype) and _to_float(t):
         return (lambda x, gen: x.float().div_(255.0)) if t.scale else (lambda x, gen: x.float())
     if isinstance(t, v2.Normalize):
-        mean = torch.tensor(t.mean, device=device).view(1, -1, 1, 1)
-        std = torch.tensor(t.std, device=device).view(1, -1, 1, 1)
-        return lambda x, gen: (x.sub_(mean) if x.is_floating_point() else x.float().sub_(mean)).div_(std)
+        return normalize(list(t.mean), list(t.std), device)
     if isinstance(t, v2.RandomCrop) and not t.pad_if_needed and t.fill in (0, None) and t.padding_mode in _PAD_MODES:
         return random_crop(_pair(t.size), list(t.padding) if t.padding else None, t.padding_mode)
     if isinstance(t, v2.RandomHorizontalFlip):
