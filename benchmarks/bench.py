@@ -44,6 +44,7 @@ TARBALL = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
 MEAN, STD = (0.491, 0.482, 0.447), (0.247, 0.243, 0.262)
 BATCH = 128
 PHOTO_BATCH = 64  # configs/bench_flowers.yaml
+PHOTO_EPOCHS = 2  # epochs of the photo subset per timed window: one epoch of (a) varied by 15 to 20%
 FLOWERS = ROOT.parent / "shared" / "data" / "flowers-photos.tar.gz"
 SPREAD_LIMIT = 0.15  # a repetition-to-repetition spread above this: the numbers are not to be believed
 
@@ -140,6 +141,7 @@ def trainkit_config(data: Path, steps: int, device, run_dir: Path, cache: list[s
             f"run_dir={run_dir}",
             f"device={device}",
             "train.log_every=1000",
+            "train.epochs=1000",  # a schedule longer than every window the benchmark runs (OneCycleLR counts steps)
             "log.progress=off",
             "log.report=false",
             *cache,
@@ -219,16 +221,18 @@ def whole_epochs(run, steps: int):
 
     def go(n: int) -> None:
         nonlocal epoch
-        assert n == steps, "trainkit runs whole epochs of the subset"
-        engine.train_one_epoch(run, epoch)
-        epoch += 1
+        assert n % steps == 0, "trainkit runs whole epochs of the subset"
+        for _ in range(n // steps):
+            engine.train_one_epoch(run, epoch)
+            epoch += 1
 
     def data_only(n: int) -> None:
         nonlocal epoch
-        assert run.data.train_loader is not None
-        for _ in epoch_batches(run.data.train_loader, epoch):
-            pass
-        epoch += 1
+        assert run.data.train_loader is not None and n % steps == 0
+        for _ in range(n // steps):
+            for _ in epoch_batches(run.data.train_loader, epoch):
+                pass
+            epoch += 1
 
     go.data_only = data_only  # type: ignore[attr-defined]
     return go
@@ -236,42 +240,43 @@ def whole_epochs(run, steps: int):
 
 def worker_photo_idiomatic(data: Path, steps: int, device):
     """(a) on photos: ImageFolder, PIL RandomResizedCrop(128) and flip, DataLoader(num_workers=2, shuffle=True),
-    the bench_flowers model in a plain loop; `data_only` pulls batches without the model."""
+    the bench_flowers model in a plain loop; `data_only` pulls batches without the model. Like (c), each timed
+    window is one epoch over the same seeded subset of `steps` batches, the DataLoader starting its workers
+    as a user's epoch does."""
     import torch
     from torch import nn
     from torchvision import datasets
     from torchvision import transforms as T
 
     from trainkit import models
+    from trainkit.data import subset_indices
 
     cfg = trainkit_config(data, steps, device, Path(tempfile.mkdtemp(prefix="trainkit-bench-pa-")), [], True)
     norm = next(c for c in cfg.data.transforms.train_calls if c.name == "Normalize")
     tf = T.Compose([T.RandomResizedCrop(128, scale=(0.35, 1.0)), T.RandomHorizontalFlip(), T.ToTensor(),
                     T.Normalize(norm.kwargs["mean"], norm.kwargs["std"])])  # fmt: skip
-    loader = torch.utils.data.DataLoader(
-        datasets.ImageFolder(data / "train", tf), batch_size=PHOTO_BATCH, shuffle=True, num_workers=2
-    )
+    photos = datasets.ImageFolder(data / "train", tf)
+    subset = torch.utils.data.Subset(photos, subset_indices(len(photos), steps * PHOTO_BATCH, cfg.seed))
+    loader = torch.utils.data.DataLoader(subset, batch_size=PHOTO_BATCH, shuffle=True, num_workers=2)
     model, loss_fn = models.build_model(cfg.model, seed=0).to(device), nn.CrossEntropyLoss()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    batches = iter(loader)
-
-    def batch():
-        nonlocal batches
-        try:
-            return next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            return next(batches)
 
     def run(n: int) -> None:
-        for _ in range(n):
-            x, y = batch()
-            x, y = x.to(device), y.to(device)
-            opt.zero_grad()
-            loss_fn(model(x), y).backward()
-            opt.step()
+        assert n % steps == 0, "whole epochs of the subset"
+        for _ in range(n // steps):
+            for x, y in loader:
+                x, y = x.to(device), y.to(device)
+                opt.zero_grad()
+                loss_fn(model(x), y).backward()
+                opt.step()
 
-    run.data_only = lambda n: [batch() for _ in range(n)]  # type: ignore[attr-defined]
+    def data_only(n: int) -> None:
+        assert n % steps == 0, "whole epochs of the subset"
+        for _ in range(n // steps):
+            for _ in loader:
+                pass
+
+    run.data_only = data_only  # type: ignore[attr-defined]
     return run, {}
 
 
@@ -473,8 +478,8 @@ def measure(
 def photo_suite(args: argparse.Namespace) -> tuple[dict, list[str]]:
     """The photo section: (a), (b), (c) on the flowers train photos at 128 px, then data only for (a) and (c)."""
     data = unpack(args.flowers, Path(tempfile.gettempdir()) / "trainkit-bench-flowers") / "flowers"
-    steps = args.photo_steps
-    workers = {k: Worker(f"p{k}", args, data, steps) for k in "abc"}
+    workers = {k: Worker(f"p{k}", args, data, args.photo_steps) for k in "abc"}
+    steps = PHOTO_EPOCHS * args.photo_steps  # a window: whole epochs of the subset
     try:
         times, _ = measure(workers, args, steps, PHOTO_BATCH)
         only, _ = measure({k: workers[k] for k in "ac"}, args, steps, PHOTO_BATCH, "data")
@@ -515,7 +520,12 @@ def main() -> int:
         action="store_true",
         help="let the other approaches' processes run during a timed window (to measure their interference)",
     )
-    parser.add_argument("--photo-steps", type=int, default=25, help="photo steps per repetition (default 25)")
+    parser.add_argument(
+        "--photo-steps",
+        type=int,
+        default=25,
+        help="photo steps per epoch of the subset (default 25; 2 epochs a window)",
+    )
     parser.add_argument("--flowers", type=Path, default=FLOWERS)
     parser.add_argument("--no-photos", action="store_true", help="the CIFAR section only")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)

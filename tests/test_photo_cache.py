@@ -140,6 +140,8 @@ def test_channels_last_batches_stay_channels_last_and_match_the_planar_result():
     fused = augment.BatchAugment(v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]), torch.device("cpu"))  # fmt: skip
     reference = v2.Normalize(mean, std)(x.float() / 255)
     assert torch.allclose(fused(x, torch.Generator()), reference, atol=1e-5)
+    one = augment.BatchAugment(v2.Normalize([0.5], [0.25]), torch.device("cpu"))  # one value for every channel
+    assert torch.allclose(one(x.float(), torch.Generator()), (x.float() - 0.5) / 0.25)
 
 
 def test_flip_on_channels_last_batches():

@@ -247,8 +247,8 @@ def normalize(mean: list[float], std: list[float], device: torch.device) -> Op:
             x = x if x.is_floating_point() else x.float()
             return x.sub_(m.view(1, -1, 1, 1)).div_(s.view(1, -1, 1, 1))
         n, c, h, w = x.shape
-        if (h, w) not in rows:
-            rows[h, w] = m.repeat(h * w), (1.0 / s).repeat(h * w)
+        if (h, w) not in rows:  # one mean and std for every channel broadcasts as in the planar case
+            rows[h, w] = m.expand(c).repeat(h * w), (1.0 / s).expand(c).repeat(h * w)
         mean_row, inv_row = rows[h, w]
         flat = x.permute(0, 2, 3, 1).reshape(n, -1)  # a view; its float() is 3x faster than the 4-D one's
         flat = flat if flat.is_floating_point() else flat.float()
