@@ -74,7 +74,6 @@ def port_free(port: int) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("readme")  # its visdom blocks serve on the README's port, 8097: one test at a time
 @pytest.mark.parametrize("index", range(1, len(sh_blocks((ROOT / "README.md").read_text(encoding="utf-8")))))
 def test_every_readme_command_runs(tmp_path, digits_run, index):
     commands = sh_blocks((ROOT / "README.md").read_text(encoding="utf-8"))[index]
