@@ -28,7 +28,7 @@ demo: install
 
 # Two test processes (pytest-xdist): most tests run the CLI in subprocesses whose start-up (python, importing
 # torch) is single-threaded, and many wait on servers, signals or files, so two interleave well even on 2 cores
-# (about 22 minutes in one process, 13 in two). A file's tests run in one process (`loadfile`): the README
+# (about 22 minutes in one process, 14 in two). A file's tests run in one process (`loadfile`): the README
 # tests share the README's visdom port, 8097.
 XDIST := -n 2 --dist loadfile
 
