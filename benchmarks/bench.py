@@ -241,8 +241,8 @@ def whole_epochs(run, steps: int):
 def worker_photo_idiomatic(data: Path, steps: int, device):
     """(a) on photos: ImageFolder, PIL RandomResizedCrop(128) and flip, DataLoader(num_workers=2, shuffle=True),
     the bench_flowers model in a plain loop; `data_only` pulls batches without the model. Like (c), each timed
-    window is one epoch over the same seeded subset of `steps` batches, the DataLoader starting its workers
-    as a user's epoch does."""
+    window is whole epochs (PHOTO_EPOCHS) over the same seeded subset of `steps` batches, the DataLoader
+    starting its workers each epoch as a user's does."""
     import torch
     from torch import nn
     from torchvision import datasets
