@@ -49,6 +49,23 @@ def xs(port: int, env: str, win: str) -> dict[str, list[float]]:
     return {t.get("name"): t["x"] for t in window(port, env, win)["content"]["data"]}
 
 
+def test_a_resume_redraws_points_the_killed_run_never_sent(tmp_path, server):
+    """A run killed between writing an epoch's line and sending its points: the resumed run draws the epoch
+    windows from metrics.jsonl, so no epoch is missing (seen as a gap in a loaded CI run)."""
+    import visdom
+
+    port, _ = server
+    env = "lost-points"
+    cfg = config(tmp_path, port, env, epochs=2)
+    assert run_cli("train", "--config", str(cfg)).returncode == 0
+    client = visdom.Visdom(port=port, use_incoming_socket=False, raise_exceptions=True)
+    client.close(win="loss", env=env)  # the points of both epochs, lost as a kill would lose them
+    resumed = run_cli("train", "--config", str(cfg), "--resume", "--set", "train.epochs=3")
+    assert resumed.returncode == 0, resumed.stderr
+    assert xs(port, env, "loss") == {"train": [1, 2, 3], "val": [1, 2, 3]}
+    assert xs(port, env, "acc") == {"train": [1, 2, 3], "val": [1, 2, 3]}  # redrawn, not doubled
+
+
 def test_windows_after_a_kill_and_resume(tmp_path, server):
     port, envs = server
     env = "windows"

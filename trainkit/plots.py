@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from trainkit.errors import TrainingError
-from trainkit.rundir import RunRecord
+from trainkit.rundir import RunRecord, read_jsonl
 from trainkit.schema import VisdomConfig
 from trainkit.sinks import RunInfo, Sink, StepWindow
 
@@ -197,6 +197,14 @@ class VisdomSink(Sink):
             kept = [(x, y) for x, y in zip(t.get("x", []), t.get("y", [])) if x is not None and x <= last]
             self._line(win, [x for x, _ in kept], [y for _, y in kept], t.get("name") or win)
 
+    def _redraw(self, records: list[dict[str, Any]]) -> None:
+        """Draw the epoch curves afresh from the run's records, up to where the resumed checkpoint stands."""
+        for win in EPOCH_TRACES:
+            self.client.close(win=win, env=self.env)
+            self.ready.discard(win)
+        for win, xs, ys, name in _epoch_traces(records):
+            self._line(win, xs, ys, name)
+
     def _save(self) -> None:
         self.client.save([self.env])
 
@@ -208,7 +216,13 @@ class VisdomSink(Sink):
         self.epochs = max(1, info.epochs)
         self.window = StepWindow(self.every, info.done_steps)
         if info.resumed:
-            for win in [*EPOCH_TRACES, "step_loss"]:
+            # the epoch curves from metrics.jsonl, the truth: a killed run may have died before its last points
+            # went; the step curve (drawn less often than steps.jsonl is written) and, without the file (a
+            # checkpoint from elsewhere), the epoch curves keep the server's points up to the checkpoint
+            records = [r for r in read_jsonl(info.run_dir / "metrics.jsonl") if r.get("epoch", 0) <= info.done_epochs]
+            if records:
+                self._submit(functools.partial(self._redraw, records))
+            for win in ["step_loss"] if records else [*EPOCH_TRACES, "step_loss"]:
                 last = info.done_steps if win == "step_loss" else info.done_epochs
                 self._submit(functools.partial(self._cut, win, last))
         self.text(info.config_text)
@@ -233,14 +247,8 @@ class VisdomSink(Sink):
 
     def epoch_curves(self, records: list[dict[str, Any]]) -> None:
         """Append each record's values to the epoch windows (accuracy in percent, as the console prints it)."""
-        xs = [r["epoch"] for r in records]
-        for win, keys in EPOCH_TRACES.items():
-            for key in keys:
-                ys = [r.get(key) for r in records]
-                ys = [None if y is None else (100 * y if win == "acc" else y) for y in ys]
-                name = key.split("_")[0] if len(keys) > 1 else win
-                if any(y is not None for y in ys):
-                    self._submit(functools.partial(self._line, win, xs, ys, name))
+        for win, xs, ys, name in _epoch_traces(records):
+            self._submit(functools.partial(self._line, win, xs, ys, name))
 
     def step_curve(self, steps: list[float], losses: list[float]) -> None:
         self._submit(functools.partial(self._line, "step_loss", steps, losses, "train"))
@@ -286,6 +294,19 @@ class VisdomSink(Sink):
             return
         self.thread.join(timeout)
         self.thread = None
+
+
+def _epoch_traces(records: list[dict[str, Any]]) -> list[tuple[str, list[float], list[float | None], str]]:
+    """(window, epochs, values, trace name) of each epoch curve the records hold; accuracy in percent."""
+    xs = [r["epoch"] for r in records]
+    out = []
+    for win, keys in EPOCH_TRACES.items():
+        for key in keys:
+            ys = [r.get(key) for r in records]
+            ys = [None if y is None else (100 * y if win == "acc" else y) for y in ys]
+            if any(y is not None for y in ys):
+                out.append((win, xs, ys, key.split("_")[0] if len(keys) > 1 else win))
+    return out
 
 
 def replay(run: RunRecord, cfg: VisdomConfig, env: str) -> list[str]:
