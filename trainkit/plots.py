@@ -96,9 +96,10 @@ class VisdomSink(Sink):
 
     Epoch curves (x: epoch, integer ticks) and the train loss per step (x: the global step; each point
     the mean loss of the steps since the one before, at most every `log.visdom.log_every` steps) are
-    drawn with markers, so one point shows. A resumed run first cuts every curve back to where its
-    checkpoint stands, so a repeated stretch replaces the old one instead of doubling back. The env is
-    saved on the server at each epoch's end, so a restarted server still has it.
+    drawn with markers, so one point shows. A resumed run first redraws the epoch curves from
+    metrics.jsonl and cuts the step curve back to where its checkpoint stands, so a repeated stretch
+    replaces the old one instead of doubling back. The env is saved on the server at each epoch's end, so
+    a restarted server still has it.
     """
 
     def __init__(
