@@ -1,4 +1,4 @@
-"""cli: the real `trainkit` command in a subprocess: help, version, exit codes, one-line errors."""
+"""cli: the real `trainkit` command in a process of its own: help, version, exit codes, one-line errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import ROOT, assert_user_error, run_cli, tiny_config, write_yaml
+from conftest import ROOT, assert_user_error, free_port, run_cli, tiny_config, write_yaml
 
 import trainkit
 from trainkit.cli import main
@@ -66,6 +66,19 @@ def test_main_is_callable_in_process(capsys):
     assert "cifar10-cnn" in capsys.readouterr().out
     assert main(["eval", "--ckpt", "does/not/exist.pt"]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_the_tests_forked_command_is_the_fresh_one(tmp_path):
+    """run_cli forks its commands from a process that has imported torch (forked_cli.py): the same outputs and
+    exit codes as `python -m trainkit` in a fresh interpreter, a command that outlives its timeout killed."""
+    bad = write_yaml(tmp_path / "bad.yaml", {"data": {"train": "a", "val": "b"}, "model": {"sequential": ["Flaten"]}})
+    for args in (["train", "--config", str(bad)], ["eval", "--ckpt", "no.pt", "--debug"]):
+        forked = run_cli(*args, cwd=tmp_path)
+        fresh = subprocess.run([sys.executable, "-m", "trainkit", *args], capture_output=True, text=True, cwd=tmp_path)
+        assert forked.args == fresh.args and forked.returncode == fresh.returncode > -1, (forked, fresh)
+        assert forked.stdout == fresh.stdout and forked.stderr == fresh.stderr
+    with pytest.raises(subprocess.TimeoutExpired):  # the visdom server serves until stopped
+        run_cli("visdom", "--port", str(free_port()), "--env-path", str(tmp_path / "envs"), "--no-login", timeout=3)
 
 
 def test_python_dash_m_works():

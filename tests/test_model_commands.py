@@ -246,7 +246,7 @@ def test_features_of_real_photos_are_useful(tmp_path, flowers):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    sets = [f"data.train={flowers / 'train'}", f"data.val={flowers / 'val'}", "train.epochs=6"]
+    sets = [f"data.train={flowers / 'train'}", f"data.val={flowers / 'val'}", "train.epochs=6", "log.report=false"]
     args = ["--config", str(Path(__file__).parents[1] / "configs" / "flowers.yaml"), "--run-dir", str(tmp_path / "run")]
     proc = run_cli("train", *args, *[a for s in sets for a in ("--set", s)], timeout=1200)
     assert proc.returncode == 0, proc.stderr
