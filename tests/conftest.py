@@ -103,6 +103,13 @@ _FORKED = None
 _ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the environment the tests started with: the forked commands'
 
 
+def _same_env(a: dict[str, str], b: dict[str, str]) -> bool:
+    """Equal but for PYTEST_CURRENT_TEST, which pytest sets to the running test's name."""
+    return {k: v for k, v in a.items() if k != "PYTEST_CURRENT_TEST"} == {
+        k: v for k, v in b.items() if k != "PYTEST_CURRENT_TEST"
+    }
+
+
 def run_cli(
     *args: str, cwd: Path | None = None, timeout: float = 300, env: dict | None = None, **popen
 ) -> subprocess.CompletedProcess:
@@ -120,7 +127,7 @@ def run_cli(
             from forked_cli import ForkedCli
 
             _FORKED = ForkedCli(_ENV)
-        if env == _FORKED.env:
+        if _same_env(env, _FORKED.env):
             return _FORKED.run(list(args), cwd or ROOT, timeout)
     return subprocess.run(
         [sys.executable, "-m", "trainkit", *args],
@@ -131,6 +138,11 @@ def run_cli(
         env=env,
         **popen,
     )
+
+
+def forked_runs() -> int:
+    """How many of run_cli's commands were forked (not started afresh) in this test process so far."""
+    return _FORKED.runs if _FORKED is not None else 0
 
 
 def assert_user_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:

@@ -84,6 +84,7 @@ class ForkedCli:
         self.env = env  # the server's, and so each command's, environment
         self.tmp = Path(tempfile.mkdtemp(prefix="trainkit-forked-cli-"))
         self.pending = b""
+        self.runs = 0  # commands run so far
         atexit.register(self.close)
 
     def close(self) -> None:
@@ -127,6 +128,7 @@ class ForkedCli:
         request = {"args": args, "cwd": str(cwd), "stdout": str(out), "stderr": str(err)}
         proc.stdin.write((json.dumps(request) + "\n").encode())
         proc.stdin.flush()
+        self.runs += 1
         pid = int(self._line(None) or 0)
         deadline = time.monotonic() + timeout
         code = self._line(deadline)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import ROOT, assert_user_error, free_port, run_cli, tiny_config, write_yaml
+from conftest import ROOT, assert_user_error, forked_runs, free_port, run_cli, tiny_config, write_yaml
 
 import trainkit
 from trainkit.cli import main
@@ -73,7 +73,9 @@ def test_the_tests_forked_command_is_the_fresh_one(tmp_path):
     exit codes as `python -m trainkit` in a fresh interpreter, a command that outlives its timeout killed."""
     bad = write_yaml(tmp_path / "bad.yaml", {"data": {"train": "a", "val": "b"}, "model": {"sequential": ["Flaten"]}})
     for args in (["train", "--config", str(bad)], ["eval", "--ckpt", "no.pt", "--debug"]):
+        before = forked_runs()
         forked = run_cli(*args, cwd=tmp_path)
+        assert forked_runs() == before + 1  # in the tests' environment: forked, not started afresh
         fresh = subprocess.run([sys.executable, "-m", "trainkit", *args], capture_output=True, text=True, cwd=tmp_path)
         assert forked.args == fresh.args and forked.returncode == fresh.returncode > -1, (forked, fresh)
         assert forked.stdout == fresh.stdout and forked.stderr == fresh.stderr
