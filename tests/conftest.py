@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from forked_cli import ForkedCli, same_startup_env
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,15 +100,7 @@ def tiny_cfg_path(tmp_path: Path, tiny_data: Path) -> Path:
     return write_yaml(tmp_path / "tiny.yaml", tiny_config(tiny_data, tmp_path / "run"))
 
 
-_FORKED = None
-_ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the environment the tests started with: the forked commands'
-
-
-def _same_env(a: dict[str, str], b: dict[str, str]) -> bool:
-    """Equal but for PYTEST_CURRENT_TEST, which pytest sets to the running test's name."""
-    return {k: v for k, v in a.items() if k != "PYTEST_CURRENT_TEST"} == {
-        k: v for k, v in b.items() if k != "PYTEST_CURRENT_TEST"
-    }
+_FORKED = ForkedCli({**os.environ, "PYTHONUNBUFFERED": "1"})  # its server starts with the first command
 
 
 def run_cli(
@@ -115,20 +108,14 @@ def run_cli(
 ) -> subprocess.CompletedProcess:
     """The real `trainkit` command, as a user runs it; `env` adds to (or, with None values, removes from) os.environ.
 
-    Without Popen arguments, and in the environment the tests started with, the command is forked from a process
-    that has imported torch already (forked_cli.py: it saves about 3 s of each command's 4 on this machine);
-    otherwise a fresh interpreter runs it.
+    Without Popen arguments, and with the variables read at start-up as the tests started, the command is forked
+    from a process that has imported torch already (forked_cli.py: it saves about 3 s of each command's 4 on this
+    machine); otherwise a fresh interpreter runs it.
     """
-    global _FORKED
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     env = {k: v for k, v in env.items() if v is not None}
-    if not popen:
-        if _FORKED is None:
-            from forked_cli import ForkedCli
-
-            _FORKED = ForkedCli(_ENV)
-        if _same_env(env, _FORKED.env):
-            return _FORKED.run(list(args), cwd or ROOT, timeout)
+    if not popen and same_startup_env(env, _FORKED.env):
+        return _FORKED.run(list(args), cwd or ROOT, env, timeout)
     return subprocess.run(
         [sys.executable, "-m", "trainkit", *args],
         cwd=cwd or ROOT,
@@ -142,7 +129,7 @@ def run_cli(
 
 def forked_runs() -> int:
     """How many of run_cli's commands were forked (not started afresh) in this test process so far."""
-    return _FORKED.runs if _FORKED is not None else 0
+    return _FORKED.runs
 
 
 def assert_user_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:

@@ -10,13 +10,14 @@ interpreter shutdown, made shorter by `gc.freeze()` in the server (1.2 s of swee
 exit becomes 0.3 s). It is a real process with its own pid and exit status: a test can time it out, and the server
 reports a death by signal as subprocess does (a negative return code).
 
-What a fork cannot give: an environment other than the server's (what Python and torch read at start-up
-and import, such as TMPDIR for tempfile, was read with the server's), and the `trainkit` console script.
-A command whose environment differs from the server's (`run_cli(..., env=...)`, a test's monkeypatched
-variable) therefore runs in a fresh interpreter, as do the tests that need one for other reasons (signals
-to a running command, torchrun).
+What a fork cannot give: what Python, tempfile and torch read from the environment at start-up and at
+import (PYTHON*, TMPDIR, OMP_NUM_THREADS, TORCH_*, ...) was read with the server's environment. A command
+whose environment differs from the server's in such a variable (`same_startup_env`) therefore runs in a
+fresh interpreter, as do the tests that need one for other reasons (signals to a running command, the
+console script, torchrun); any other variable reaches the child as it would a fresh process.
 
-Protocol, one command at a time: the client writes one JSON line (args, cwd, stdout and stderr file paths)
+Protocol, one command at a time: the client writes one JSON line (args, cwd, env, stdout and stderr
+file paths)
 to the server's stdin; the server answers with the child's pid on one line, then, once the child has
 ended, its return code on another.
 """
@@ -39,10 +40,12 @@ from typing import Any
 
 
 def _child(request: dict[str, Any]) -> None:
-    """In the forked child: become `python -m trainkit ARGS` run in request['cwd'] (the server's environment)."""
+    """In the forked child: become `python -m trainkit ARGS` in request['cwd'] with request['env']."""
     import runpy
 
     os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
     for fd, path, flags in (
         (0, os.devnull, os.O_RDONLY),
         (1, request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
@@ -81,7 +84,7 @@ class ForkedCli:
 
     def __init__(self, env: dict[str, str]) -> None:
         self.proc: subprocess.Popen | None = None
-        self.env = env  # the server's, and so each command's, environment
+        self.env = env  # the server's environment
         self.tmp = Path(tempfile.mkdtemp(prefix="trainkit-forked-cli-"))
         self.pending = b""
         self.runs = 0  # commands run so far
@@ -120,12 +123,13 @@ class ForkedCli:
         line, self.pending = self.pending.split(b"\n", 1)
         return line.decode()
 
-    def run(self, args: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
-        """`python -m trainkit ARGS` in `cwd` with the server's environment (`self.env`)."""
+    def run(self, args: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+        """`python -m trainkit ARGS` in `cwd` with `env` (whose start-up variables are the server's)."""
+        assert same_startup_env(env, self.env)
         proc = self._server()
         assert proc.stdin is not None
         out, err = self.tmp / "stdout", self.tmp / "stderr"
-        request = {"args": args, "cwd": str(cwd), "stdout": str(out), "stderr": str(err)}
+        request = {"args": args, "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err)}
         proc.stdin.write((json.dumps(request) + "\n").encode())
         proc.stdin.flush()
         self.runs += 1
@@ -138,6 +142,18 @@ class ForkedCli:
             self._line(None)
             raise subprocess.TimeoutExpired(cmd, timeout, output=_read(out), stderr=_read(err))
         return subprocess.CompletedProcess(cmd, int(code), _read(out), _read(err))
+
+
+STARTUP = ("PYTHON", "TMP", "TEMP", "OMP_", "KMP_", "GOMP_", "MKL_", "OPENBLAS", "LD_", "CUDA", "TORCH_", "HOME")
+
+
+def same_startup_env(a: dict[str, str], b: dict[str, str]) -> bool:
+    """Whether the variables read at start-up or import (names starting with one of STARTUP) are the same."""
+
+    def startup(env: dict[str, str]) -> dict[str, str]:
+        return {k: v for k, v in env.items() if k.startswith(STARTUP)}
+
+    return startup(a) == startup(b)
 
 
 def _read(path: Path) -> str:
