@@ -26,17 +26,19 @@ demo: install
 	$(BIN)/trainkit train --config configs/digits.yaml --overwrite
 	$(BIN)/trainkit eval --ckpt runs/digits/best.pt
 
-# Two test processes (pytest-xdist): most tests run the CLI in subprocesses whose start-up (python, importing
-# torch) is single-threaded, and many wait on servers, signals or files, so two interleave well even on 2 cores
-# (about 22 minutes in one process, 14 in two). A file's tests run in one process (`loadfile`): the README
-# tests share the README's visdom port, 8097.
+# Two test processes (pytest-xdist), each with one intra-op thread (as torchrun gives its ranks): with two
+# threads each on 2 cores they spend time spinning (8 minutes; 7 this way). Most tests run
+# the CLI as a user does, each command a process of its own, forked from one that has imported torch already
+# (tests/forked_cli.py: 3 of a command's 4 seconds are imports and interpreter shutdown). A file's tests run in
+# one process (`loadfile`): the README tests share the README's visdom port, 8097.
 XDIST := -n 2 --dist loadfile
+TEST_ENV := OMP_NUM_THREADS=1
 
 test: install
-	$(BIN)/python -m pytest $(XDIST)
+	$(TEST_ENV) $(BIN)/python -m pytest $(XDIST)
 
 test-fast: install
-	$(BIN)/python -m pytest $(XDIST) -m "not slow"
+	$(TEST_ENV) $(BIN)/python -m pytest $(XDIST) -m "not slow"
 
 lint: install
 	$(BIN)/ruff check .
