@@ -25,6 +25,7 @@ ended, its return code on another.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
 import json
 import os
@@ -138,7 +139,8 @@ class ForkedCli:
         code = self._line(deadline)
         cmd = [sys.executable, "-m", "trainkit", *args]
         if code is None:  # as subprocess.run: kill it, then raise
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # it may have ended just now
+                os.kill(pid, signal.SIGKILL)
             self._line(None)
             raise subprocess.TimeoutExpired(cmd, timeout, output=_read(out), stderr=_read(err))
         return subprocess.CompletedProcess(cmd, int(code), _read(out), _read(err))
