@@ -136,10 +136,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _train_config(args: argparse.Namespace) -> Config:
-    from trainkit import config, trained
+def _train_config(args: argparse.Namespace) -> tuple[Config, dict | None]:
+    """The config of a `train` command, and the checkpoint of an explicit `--resume CKPT` (read once)."""
+    from trainkit import config, resuming, trained
 
-    overrides = list(args.overrides) + ([f"run_dir={args.run_dir}"] if args.run_dir else [])
+    ckpt = trained.read_checkpoint(args.resume, resume=True) if args.resume else None
+    run_dir = resuming.folder_override(args.resume, args.run_dir)
+    overrides = list(args.overrides) + ([f"run_dir={run_dir}"] if run_dir else [])
     if args.fast_dev_run is not None:
         from trainkit.smoke import temporary_run_dir
 
@@ -147,12 +150,13 @@ def _train_config(args: argparse.Namespace) -> Config:
     notes: list[str] = []
     if args.config:
         cfg = config.load_config(args.config, overrides, notes)
-    elif args.resume:
-        cfg = trained.checkpoint_config(trained.read_checkpoint(args.resume), args.resume, overrides, notes=notes)
+    elif ckpt is not None:
+        cfg = trained.checkpoint_config(ckpt, args.resume, overrides, notes=notes)
     else:
         raise ConfigError("train: give --config FILE (or --resume CKPT to continue a run with its own config)")
-    _say(notes)
-    return cfg
+    moved = resuming.moved_note(ckpt, args.resume, cfg.run_path) if ckpt is not None and not args.run_dir else None
+    _say(notes + ([moved] if moved else []))
+    return cfg, ckpt
 
 
 def _say(notes: list[str]) -> None:
@@ -174,7 +178,7 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from trainkit import config, distributed, engine, launch, run
+    from trainkit import config, distributed, engine, launch, resuming, run
 
     if args.nproc < 1:
         raise ConfigError(f"--nproc: expected a positive number of processes, got {args.nproc}")
@@ -184,9 +188,15 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "--fast-dev-run N: a positive number of batches, in one process, of a new run "
                 "(without --resume or --nproc)"
             )
-    cfg = _train_config(args)
+    cfg, ckpt = _train_config(args)
     if args.print_config:
         print(config.dump_config(cfg), end="")
+        return 0
+    notes: list[str] = []
+    point = resuming.resume_point(cfg, args.resume, ckpt, notes)
+    _say(notes)
+    if point.done:
+        print(f"{point.path}: {point.done}; nothing to do (raise train.epochs with --set to train on)")
         return 0
     if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
         return launch.launch(args.nproc, _without_nproc(args.argv))
@@ -195,16 +205,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         print(fast_dev_run(cfg, args.fast_dev_run, keep=bool(args.run_dir)))
         return 0
-    resume = None
-    if args.resume is not None:
-        resume = args.resume or str(cfg.run_path / "last.pt")
+    r = None
     try:
-        r = run.build_run(cfg, resume=resume, overwrite=args.overwrite)
+        r = run.build_run(cfg, resume=point.path, overwrite=args.overwrite, ckpt=point.ckpt)
         engine.fit(r)
+        if cfg.log.report and r.dist.main:
+            picture_commands.write_report(r.run_dir)
     finally:
         distributed.close()
-    if cfg.log.report and r.dist.main:
-        picture_commands.write_report(r.run_dir)
+        if r is not None and r.lock is not None:
+            r.lock.release()
     return 0
 
 

@@ -45,8 +45,11 @@ def init(d: Dist, device: torch.device) -> None:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
 
-def barrier() -> None:
-    dist.barrier()
+def from_rank0(text: str) -> str:
+    """Rank 0's `text`, on every rank (its verdict on something only rank 0 checks)."""
+    box = [text]
+    dist.broadcast_object_list(box, src=0)
+    return str(box[0])
 
 
 def close() -> None:

@@ -16,10 +16,10 @@ from torch import nn
 import trainkit
 from trainkit import checkpoint, config, data, devices, distributed, models, optim, shapes
 from trainkit.ema import EMA
-from trainkit.errors import CheckpointError, ConfigError
+from trainkit.errors import CheckpointError, ConfigError, RunDirError
 from trainkit.loggers import build as build_sinks
 from trainkit.mixing import BatchMix
-from trainkit.rundir import prepare_run_dir
+from trainkit.rundir import RunLock, prepare_run_dir
 from trainkit.schema import Config
 from trainkit.sinks import Sinks
 from trainkit.trained import read_checkpoint
@@ -65,6 +65,7 @@ class Run:
     frozen_norms: list[nn.Module] = field(default_factory=list)  # BatchNorm layers that run in eval mode
     limit_batches: int | None = None  # --fast-dev-run: this many training and val batches of one epoch
     mix: BatchMix = field(default_factory=lambda: BatchMix([], 0, 0, ""))  # data.batch_transforms
+    lock: RunLock | None = None  # the run directory's lock, held by the process that writes it (rank 0)
 
 
 # --------------------------------------------------------------------------- what a checkpoint holds
@@ -220,8 +221,11 @@ def check_samples(train_shape: tuple[int, ...], val_shape: tuple[int, ...]) -> N
         )
 
 
-def build_run(cfg: Config, resume: str | Path | None = None, overwrite: bool = False) -> Run:
-    """Build everything and check it before the run directory is touched (on every rank under DDP)."""
+def build_run(
+    cfg: Config, resume: str | Path | None = None, overwrite: bool = False, ckpt: dict[str, Any] | None = None
+) -> Run:
+    """Build everything and check it before the run directory is touched (on every rank under DDP); `ckpt` is
+    the checkpoint at `resume` when the caller has read it already."""
     rank = distributed.from_env()
     device = devices.select_device(distributed.device_of(cfg.device, rank))
     if device.type == "cuda":
@@ -237,7 +241,8 @@ def build_run(cfg: Config, resume: str | Path | None = None, overwrite: bool = F
     if cfg.train.check_shapes:
         check_samples(d.sample_shape, d.input_shape)
         check_shapes(model, d.input_shape)
-    ckpt = read_checkpoint(resume, resume=True) if resume else None
+    if ckpt is None and resume:
+        ckpt = read_checkpoint(resume, resume=True)
     if cfg.model.whiten is not None and ckpt is None:  # a resumed run loads its weights instead
         from trainkit.whiten import apply_whitening
 
@@ -275,9 +280,31 @@ def build_run(cfg: Config, resume: str | Path | None = None, overwrite: bool = F
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise CheckpointError(f"--resume {resume}: its saved state does not fit this run: {first}") from None
-    prepare_run_dir(run_dir, resume=ckpt is not None, overwrite=overwrite, probe=rank.main)
-    if rank.enabled:  # every rank has checked the run dir before rank 0 writes to it (else a rank may find it taken)
-        distributed.barrier()
+    run.lock = take_run_dir(run_dir, rank, resume=ckpt is not None, overwrite=overwrite)
     run.overwrite = overwrite and ckpt is None
-    run.sinks = build_sinks(cfg, run_dir, rank.main, resumed=ckpt is not None)
+    try:
+        run.sinks = build_sinks(cfg, run_dir, rank.main, resumed=ckpt is not None)
+    except BaseException:
+        if run.lock is not None:
+            run.lock.abandon()
+        raise
     return run
+
+
+def take_run_dir(run_dir: Path, rank: distributed.Dist, resume: bool, overwrite: bool) -> RunLock | None:
+    """Rank 0 alone locks and checks the run directory; under DDP the other ranks wait for its verdict, so
+    every rank ends with the same one line when it is refused."""
+    lock, verdict = None, ""
+    if rank.main:
+        try:
+            lock = RunLock(run_dir).acquire()
+            prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+        except RunDirError as exc:
+            if lock is not None:
+                lock.abandon()
+            lock, verdict = None, str(exc)
+    if rank.enabled:
+        verdict = distributed.from_rank0(verdict)
+    if verdict:
+        raise RunDirError(verdict)
+    return lock

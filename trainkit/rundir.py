@@ -1,9 +1,12 @@
-"""The run directory: never silently overwritten, and left untouched until a run has something to save."""
+"""The run directory: one writer at a time (`RunLock`), never silently overwritten, and what a failed run
+wrote removed, but only that (`RunFiles`)."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +15,8 @@ from typing import Any
 import torch
 
 from trainkit.errors import RunDirError
+
+LOCK_NAME = ".trainkit.lock"  # held (fcntl) by the one process that writes the run; holds its PID
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -35,31 +40,28 @@ def truncate_jsonl(path: Path, epochs: int) -> None:
 
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "steps.jsonl", "last.pt", "best.pt", "samples.png", "eval.json")
+SINK_FOLDERS = ("tb",)  # what a sink may write before the first checkpoint (TensorBoard's event files)
 
 
-def prepare_run_dir(path: Path, resume: bool, overwrite: bool, probe: bool = True) -> None:
-    """A non-empty run directory is never silently overwritten (--overwrite replaces it at the first checkpoint).
+def contents(path: Path) -> list[str]:
+    """The names in a run directory, the lock left aside (a folder that holds only the lock is empty)."""
+    try:
+        return sorted(p.name for p in path.iterdir() if p.name != LOCK_NAME)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
-    It is not created here: `RunFiles` creates it at the run's first checkpoint.
-    """
+
+def prepare_run_dir(path: Path, resume: bool, overwrite: bool) -> None:
+    """A non-empty run directory is never silently overwritten (--overwrite replaces it at the first checkpoint)."""
     if path.exists() and not path.is_dir():
         raise RunDirError(f"run_dir {path} is a file; choose another --run-dir")
-    if path.is_dir() and any(path.iterdir()) and not resume:
-        if not overwrite:
-            held = ", ".join(sorted(p.name for p in path.iterdir())[:5])
-            raise RunDirError(
-                f"run_dir {path} is not empty (holds {held}); pass --resume to continue it, "
-                "--overwrite to replace its trainkit files, or --run-dir for a new one"
-            )
-    if not probe or path.exists():
-        return
-    missing = _missing(path)
-    try:  # can it be made? found now, not after an epoch; nothing is left behind
-        path.mkdir(parents=True)
-    except OSError as exc:
-        raise RunDirError(f"run_dir {path}: cannot create it: {exc.strerror}") from None
-    for folder in missing:
-        folder.rmdir()
+    held = contents(path)
+    if held and not resume and not overwrite:
+        names = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+        raise RunDirError(
+            f"run_dir {path} is not empty (holds {names}); pass --resume to continue it, "
+            "--overwrite to replace its trainkit files, or --run-dir for a new one"
+        )
 
 
 def _missing(path: Path) -> list[Path]:
@@ -71,33 +73,119 @@ def _missing(path: Path) -> list[Path]:
     return out
 
 
+class RunLock:
+    """An exclusive `fcntl` lock on `RUN_DIR/.trainkit.lock`, held for the whole run by the one process that
+    writes it (rank 0 under DDP). The kernel drops it when its process dies, so a killed run's lock is taken
+    over by the next run. `created` are the folders this process made for the run, deepest first.
+
+    A POSIX record lock (`lockf`), not `flock`: it is not inherited by forked DataLoader workers (which would
+    hold the run after its process died), and a process may take again what it holds (in-process tests).
+    Nothing else in the process may open the lock file: POSIX drops the lock at any close of it."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir, self.path = run_dir, run_dir / LOCK_NAME
+        self.created: list[Path] = []
+        self.fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise RunDirError(f"run_dir {self.run_dir} is a file; choose another --run-dir")
+        for folder in reversed(_missing(self.run_dir)):
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                continue  # another process made it: not ours to remove
+            except OSError as exc:
+                self.abandon()
+                raise RunDirError(f"run_dir {self.run_dir}: cannot create it: {exc.strerror}") from None
+            self.created.insert(0, folder)
+        while self.fd is None:
+            self._try_lock()
+        return self
+
+    def _try_lock(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            self.abandon()
+            raise RunDirError(
+                f"run_dir {self.run_dir}: cannot write in it ({exc.strerror}); make it writable or choose another "
+                "--run-dir"
+            ) from None
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise RunDirError(
+                f"run_dir {self.run_dir} is in use by another trainkit run (pid {holder}); wait for it to end, "
+                "stop it, or choose another --run-dir"
+            ) from None
+        try:
+            same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:  # the holder removed the file as we opened it: lock the new one
+            os.close(fd)
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        """Remove the lock file and drop the lock (a run that ends)."""
+        if self.fd is None:
+            return
+        with contextlib.suppress(OSError):
+            if os.stat(self.path).st_ino == os.fstat(self.fd).st_ino:
+                os.unlink(self.path)
+        os.close(self.fd)
+        self.fd = None
+
+    def abandon(self) -> None:
+        """Release, and remove the folders this process created for the run while they hold nothing."""
+        self.release()
+        for folder in self.created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # fails, and keeps it, when anything is inside: another run's files
+        self.created = []
+
+
 class RunFiles:
     """Writes to the run directory wait for the run's first checkpoint.
 
     So a run that fails before it (a bad image in the first epoch, a diverging loss) leaves the run directory
-    as it found it, and the same command runs again: `discard` removes what a sink wrote meanwhile from a
-    folder that was absent or empty at the start; an existing run's files are not touched, also with
-    --resume or --overwrite.
+    as it found it, and the same command runs again: `discard` removes the trainkit files and sink folders
+    that were not there at the start (written by this run, which holds the directory's lock), and the folders
+    the run created while they hold nothing else. An existing run's files are not touched, also with --resume
+    or --overwrite.
     """
 
     def __init__(
-        self, run_dir: Path, overwrite: bool, resolved: str, grid: torch.Tensor | None, epochs_kept: int
+        self,
+        run_dir: Path,
+        overwrite: bool,
+        resolved: str,
+        grid: torch.Tensor | None,
+        epochs_kept: int,
+        lock: RunLock | None = None,
     ) -> None:
         self.run_dir, self.overwrite, self.resolved, self.grid = run_dir, overwrite, resolved, grid
         self.epochs_kept = epochs_kept  # the epochs of the checkpoint the run starts from
-        self.new = _missing(run_dir)[-1:]  # the top folder this run would create
-        self.was_empty = not run_dir.exists() or not any(run_dir.iterdir())
+        self.lock = lock
+        self.before = set(contents(run_dir))
         self.done = False
 
     def discard(self) -> None:
-        """The run ends before its first checkpoint: remove what it wrote to an absent or empty run directory."""
+        """The run ends before its first checkpoint: remove what it wrote, and only that."""
         if self.done:
             return
-        if self.new:
-            shutil.rmtree(self.new[0], ignore_errors=True)
-        elif self.was_empty:
-            for child in self.run_dir.iterdir():
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        for name in (*RUN_FILES, *SINK_FOLDERS):
+            path = self.run_dir / name
+            if name not in self.before and path.exists():
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        if self.lock is not None:
+            self.lock.abandon()
 
     def commit(self) -> None:
         """Create the folder; write the resolved config and the sample grid; cut metrics.jsonl back to the
