@@ -62,3 +62,22 @@ def test_on_the_digits_the_suggestion_trains_well(tmp_path):
     best = max(json.loads(line)["val_acc"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
     print(f"digits: trained with it, best val accuracy {best:.4f}")
     assert best >= 0.95
+
+
+def test_a_flat_curve_suggests_nothing_and_one_cycle_gets_its_own_key(tmp_path, tiny_data):
+    cfg = write_yaml(tmp_path / "c.yaml", tiny_config(tiny_data, tmp_path / "run"))
+    out = tmp_path / "flat"
+    # rates this small move nothing: the curve is noise (it suggested 1.75e-07 from a dip at the start)
+    proc = run_cli(
+        "lr-find", "--config", str(cfg), "--steps", "40", "--start", "1e-9", "--end", "1e-8", "--out", str(out)
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "no learning rate stands out" in proc.stdout and str(out / "lr_find.png") in proc.stdout
+    assert "suggested learning rate" not in proc.stdout
+    one_cycle = tiny_config(tiny_data, tmp_path / "run", scheduler={"type": "OneCycleLR", "max_lr": 0.2})
+    proc = run_cli(
+        "lr-find", "--config", str(write_yaml(tmp_path / "o.yaml", one_cycle)), "--steps", "30",
+        "--start", "1e-5", "--end", "10", "--out", str(tmp_path / "o"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "--set scheduler.max_lr=" in proc.stdout and "--set optim.lr=" not in proc.stdout

@@ -122,3 +122,46 @@ def test_a_bad_group_is_one_line_and_exit_2(tmp_path, tiny_data, groups, fragmen
     proc = run_cli("train", "--config", str(write_yaml(tmp_path / "c.yaml", cfg)))
     assert_user_error(proc, fragment)
     assert not (tmp_path / "run").exists()
+
+
+def _lrs(run_dir) -> list[float]:
+    import json
+
+    return [json.loads(line)["lr"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize(
+    "first, changed",
+    [
+        ({"type": "OneCycleLR", "max_lr": 0.2}, {}),  # its length comes from train.epochs
+        ({"type": "OneCycleLR", "max_lr": 0.2, "warmup_epochs": 1}, {}),
+        ({"type": "CyclicLR", "base_lr": 0.01, "max_lr": 0.2, "step_size_up": 7}, {"step_size_up": 11}),
+        ({"type": "CosineAnnealingLR", "T_max": 3}, {"T_max": 5}),
+        ({"type": "LinearLR", "start_factor": 1.0, "end_factor": 0.1, "total_iters": 3}, {"total_iters": 5}),
+        ({"type": "PolynomialLR", "total_iters": 3, "power": 2.0}, {"total_iters": 5}),
+    ],
+    ids=["onecycle", "onecycle-warmup", "cyclic", "cosine", "linear", "polynomial"],
+)
+def test_a_resume_that_changes_the_schedules_length_rebuilds_it_at_the_runs_step(tmp_path, tiny_data, first, changed):
+    def cfg(run_dir, epochs, sched):
+        return config.from_dict(tiny_config(tiny_data, run_dir, scheduler=sched, train={"epochs": epochs}))
+
+    engine.fit(build_run(cfg(tmp_path / "a", 3, first)))
+    resumed = build_run(cfg(tmp_path / "a", 5, first | changed), resume=str(tmp_path / "a" / "last.pt"))
+    assert any("rebuilt for this config (5 epochs)" in note for note in resumed.notes), resumed.notes
+    engine.fit(resumed)  # OneCycleLR raised "Tried to step 37 times" here, a traceback mid-run
+    engine.fit(build_run(cfg(tmp_path / "b", 5, first | changed)))  # the new schedule from the start
+    assert _lrs(tmp_path / "a")[3:] == pytest.approx(_lrs(tmp_path / "b")[3:], rel=1e-9)
+    # the same length again: the saved schedule is loaded as it is, nothing is rebuilt
+    again = build_run(cfg(tmp_path / "a", 5, first | changed), resume=str(tmp_path / "a" / "last.pt"))
+    assert not any("rebuilt" in note for note in again.notes), again.notes
+
+
+def test_optim_lr_under_one_cycle_is_said_or_used(tmp_path, tiny_data):
+    run = setup_run(tmp_path, tiny_data, {"type": "SGD", "lr": 0.01}, scheduler={"type": "OneCycleLR", "max_lr": 0.3})
+    assert any(
+        "optim.lr 0.01 is not used: OneCycleLR sets the learning rate from scheduler.max_lr" in n for n in run.notes
+    )
+    run = setup_run(tmp_path, tiny_data, {"type": "SGD", "lr": 0.07}, scheduler={"type": "OneCycleLR"})
+    assert run.scheduler.optimizer.param_groups[0]["max_lr"] == pytest.approx(0.07)  # max_lr from optim.lr
+    assert not any("is not used" in n for n in run.notes)

@@ -211,7 +211,12 @@ def test_kill_9_at_random_moments_never_loses_the_checkpoint(tmp_path):
     for i in range(12):
         resume = ["--resume"] if (run_dir / "last.pt").exists() else ["--overwrite"]
         proc = start_training("--config", str(cfg), *resume)
-        if i % 2:  # the moment a checkpoint write starts
+        if i == 0:  # a first checkpoint, however slow the start under load: every later kill meets a run
+            deadline = time.monotonic() + 120
+            while not (run_dir / "last.pt").exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 2.0))
+        elif i % 2:  # the moment a checkpoint write starts
             deadline = time.monotonic() + 120
             while not glob.glob(str(run_dir / ".last.pt.tmp-*")) and time.monotonic() < deadline:
                 time.sleep(0.001)

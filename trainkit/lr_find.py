@@ -30,6 +30,7 @@ from trainkit.schema import Config
 BETA = 0.98  # the smoothing of the loss
 DIVERGE = 4.0  # stop once the smoothed loss exceeds this many times its best
 SKIP_BEGIN, SKIP_END = 10, 1  # points the suggestion ignores at the start and the end (as Lightning)
+CLEAR_FALL = 0.1  # below this fall of the smoothed loss from its start to its lowest, no rate stands out
 
 
 @dataclass
@@ -41,9 +42,21 @@ class Result:
     stopped_early: bool
 
 
+def fall(smoothed: list[float]) -> float:
+    """How far the smoothed loss falls, as a share of where it starts (after the points the suggestion skips)."""
+    finite = [v for v in smoothed[SKIP_BEGIN:] if math.isfinite(v)]
+    start = smoothed[min(SKIP_BEGIN, len(smoothed) - 1)] if smoothed else math.nan
+    if not finite or not math.isfinite(start) or start <= 0:
+        return 0.0
+    return (start - min(finite)) / start
+
+
 def suggest(lrs: list[float], smoothed: list[float]) -> float | None:
     """The learning rate where the smoothed loss falls fastest against log10(lr), on the way down to its
-    lowest point (a recovery after a spike beyond it is no place to train)."""
+    lowest point (a recovery after a spike beyond it is no place to train); None on a flat curve, where the
+    steepest point is a dip of noise."""
+    if fall(smoothed) < CLEAR_FALL:
+        return None
     lowest = int(np.nanargmin(np.asarray(smoothed))) if smoothed else 0
     lo, hi = SKIP_BEGIN, min(len(smoothed) - SKIP_END, lowest + 1)
     if hi - lo < 3:

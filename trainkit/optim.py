@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -10,7 +11,7 @@ from torch import nn
 
 from trainkit import specs
 from trainkit.errors import ConfigError, suggest
-from trainkit.schema import LossConfig, OptimConfig, SchedulerConfig
+from trainkit.schema import SCHEDULER_RATES, LossConfig, OptimConfig, SchedulerConfig
 
 
 def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
@@ -67,6 +68,8 @@ def build_scheduler(
         return None
     cls = specs.schedulers()[cfg.type]
     kwargs = dict(cfg.kwargs)
+    if cfg.type in SCHEDULER_RATES:  # optim.lr, unless the schedule names its own
+        kwargs.setdefault(SCHEDULER_RATES[cfg.type], optimizer.defaults["lr"])
     if cfg.type == "OneCycleLR" and "total_steps" not in kwargs:
         kwargs.setdefault("epochs", epochs - cfg.warmup_epochs)
         kwargs.setdefault("steps_per_epoch", steps_per_epoch)
@@ -85,6 +88,61 @@ def build_scheduler(
     warm_steps = cfg.warmup_epochs * (steps_per_epoch if cfg.per_step else 1)
     warm = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / (warm_steps + 1), total_iters=warm_steps)
     return torch.optim.lr_scheduler.SequentialLR(optimizer, [warm, main], milestones=[warm_steps])
+
+
+# what a scheduler's state_dict holds of its progress; the rest is its horizon (total_steps, T_max, phases, ...)
+_PROGRESS = {"last_epoch", "_step_count", "_is_initial", "_get_lr_called_within_step", "_last_lr", "base_lrs"}
+
+
+def horizon(state: Any) -> Any:
+    """A scheduler's state_dict without its progress: two schedules are the same when their horizons are."""
+    if isinstance(state, dict):
+        return {k: horizon(v) for k, v in state.items() if k not in _PROGRESS}
+    if isinstance(state, (list, tuple)):
+        return [horizon(v) for v in state]
+    return state
+
+
+def rebuilt_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, steps_per_epoch: int, epochs: int, done: int
+) -> tuple[Any, str]:
+    """The schedule of this config, built afresh and moved `done` steps (or epochs) on, as a fresh run of it
+    would stand there; and the line that says so (a resume that changed the schedule's length)."""
+    before = current_lr(optimizer)
+    for group in optimizer.param_groups:  # start from the configured rates: chainable schedulers read `lr`
+        group["lr"] = group.get("initial_lr", group["lr"])
+        group.pop("initial_lr", None)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch, epochs)
+    unit = "step" if cfg.per_step else "epoch"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "lr_scheduler.step() before optimizer.step()": no step is skipped here
+        try:
+            for _ in range(done):
+                scheduler.step()
+        except ValueError:
+            raise ConfigError(
+                f"train.epochs {epochs}: the run is already at {unit} {done}, past the end of this schedule; "
+                "give more epochs"
+            ) from None
+    return scheduler, (
+        f"scheduler: the checkpoint's {cfg.type} was built for another length; rebuilt for this config "
+        f"({epochs} epochs) and moved to {unit} {done}, as the new schedule stands there: the learning rate goes "
+        f"from {before:.3g} to {current_lr(optimizer):.3g}"
+    )
+
+
+def one_cycle_note(optim_cfg: OptimConfig, cfg: SchedulerConfig | None) -> str | None:
+    """OneCycleLR and CyclicLR set the learning rate from their own max_lr: optim.lr is not used."""
+    if cfg is None or cfg.type not in SCHEDULER_RATES:
+        return None
+    key = SCHEDULER_RATES[cfg.type]
+    given = cfg.kwargs.get(key)
+    if not isinstance(given, (int, float)) or float(given) == optim_cfg.lr:
+        return None
+    return (
+        f"note: optim.lr {optim_cfg.lr:g} is not used: {cfg.type} sets the learning rate from scheduler.{key} "
+        f"({given:g}); change scheduler.{key} instead (or drop it: it then defaults to optim.lr)"
+    )
 
 
 def horizon_warning(cfg: SchedulerConfig | None, epochs: int, steps_per_epoch: int) -> str | None:

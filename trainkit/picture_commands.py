@@ -83,6 +83,7 @@ def register(
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
     from trainkit import config, lr_find
+    from trainkit.schema import SCHEDULER_RATES
 
     notes: list[str] = []
     cfg = config.load_config(args.config, args.overrides, notes)
@@ -93,10 +94,19 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     end = f"stopped at lr {result.lrs[-1]:.3g}: the loss diverged" if result.stopped_early else "reached --end"
     print(f"{len(result.lrs)} steps from lr {args.start:g}, {end}; wrote {table} and {figure}")
     if result.suggestion is None:
-        print("no suggestion: too few steps before the loss diverged; lower --start or raise --steps")
+        drop = lr_find.fall(result.smoothed)
+        if drop < lr_find.CLEAR_FALL and not result.stopped_early:
+            print(
+                f"no learning rate stands out: the smoothed loss fell by only {drop:.0%} over the range (a clear "
+                f"fall is {lr_find.CLEAR_FALL:.0%}); look at the curve in {figure}, or widen --start/--end"
+            )
+        else:
+            print("no suggestion: too few steps before the loss diverged; lower --start or raise --steps")
         return 1
+    # under OneCycleLR or CyclicLR the schedule's peak sets the rate, not optim.lr
+    key = "scheduler.max_lr" if cfg.scheduler is not None and cfg.scheduler.type in SCHEDULER_RATES else "optim.lr"
     print(f"suggested learning rate: {result.suggestion:.3g} (the steepest descent of the smoothed loss)")
-    print(f"use it: trainkit train --config {args.config} --set optim.lr={result.suggestion:.3g}")
+    print(f"use it: trainkit train --config {args.config} --set {key}={result.suggestion:.3g}")
     return 0
 
 

@@ -257,8 +257,11 @@ def build_run(
     ema = EMA(model, cfg.train.ema.decay, cfg.train.ema.every, cfg.train.ema.warmup) if cfg.train.ema else None
     optimizer = optim.build_optimizer(model, cfg.optim)
     scheduler = optim.build_scheduler(optimizer, cfg.scheduler, d.steps_per_epoch, cfg.train.epochs)
-    horizon = optim.horizon_warning(cfg.scheduler, cfg.train.epochs, d.steps_per_epoch)
-    notes += [horizon] if horizon else []
+    for note in (
+        optim.horizon_warning(cfg.scheduler, cfg.train.epochs, d.steps_per_epoch),
+        optim.one_cycle_note(cfg.optim, cfg.scheduler),
+    ):
+        notes += [note] if note else []
     scaler = torch.amp.GradScaler(device.type, init_scale=cfg.train.fp16_init_scale, enabled=cfg.train.amp == "fp16")
     loss_fn = optim.build_loss(cfg.train.loss, d.classes).to(device)
     net: nn.Module = model
@@ -273,13 +276,7 @@ def build_run(
     run.frozen_norms = models.frozen_norms(model)
     run.mix = BatchMix(cfg.data.batch_calls, len(d.classes), cfg.seed, cfg.train.loss.type)
     if ckpt is not None:
-        try:
-            restore(run, ckpt)
-        except CheckpointError as exc:
-            raise CheckpointError(f"--resume {resume}: {exc}") from None
-        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise CheckpointError(f"--resume {resume}: its saved state does not fit this run: {first}") from None
+        resume_from(run, ckpt, str(resume))
     run.lock = take_run_dir(run_dir, rank, resume=ckpt is not None, overwrite=overwrite)
     run.overwrite = overwrite and ckpt is None
     try:
@@ -289,6 +286,28 @@ def build_run(
             run.lock.abandon()
         raise
     return run
+
+
+def resume_from(run: Run, ckpt: dict[str, Any], source: str) -> None:
+    """Restore every part; a schedule whose length the config changed (train.epochs, its own horizon) is
+    rebuilt for the new length at the run's step instead of stepped past its end."""
+    built = optim.horizon(run.scheduler.state_dict()) if run.scheduler is not None else None
+    saved = optim.horizon(ckpt.get("scheduler"))  # now: CyclicLR's load_state_dict pops keys of what it is given
+    try:
+        restore(run, ckpt)
+    except CheckpointError as exc:
+        raise CheckpointError(f"--resume {source}: {exc}") from None
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"--resume {source}: its saved state does not fit this run: {first}") from None
+    cfg = run.cfg
+    if built is None or saved is None or cfg.scheduler is None or built == saved:
+        return
+    done = run.state.step if cfg.scheduler.per_step else run.state.epoch
+    run.scheduler, note = optim.rebuilt_scheduler(
+        run.optimizer, cfg.scheduler, run.data.steps_per_epoch, cfg.train.epochs, done
+    )
+    run.notes.append(note)
 
 
 def take_run_dir(run_dir: Path, rank: distributed.Dist, resume: bool, overwrite: bool) -> RunLock | None:

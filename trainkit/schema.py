@@ -234,6 +234,9 @@ class OptimConfig:
             )
 
 
+SCHEDULER_RATES = {"OneCycleLR": "max_lr", "CyclicLR": "base_lr"}  # the rate that replaces optim.lr
+
+
 @dataclass
 class SchedulerConfig:
     type: str = "CosineAnnealingLR"
@@ -243,7 +246,9 @@ class SchedulerConfig:
     _extra = "kwargs"
 
     def _check(self, path: str) -> None:
-        _check_class(path, "scheduler", specs.schedulers(), self.type, self.kwargs, skip=1)
+        supplied = SCHEDULER_RATES.get(self.type)  # defaults to optim.lr (optim.build_scheduler)
+        kwargs = ({supplied: 1.0} if supplied else {}) | self.kwargs
+        _check_class(path, "scheduler", specs.schedulers(), self.type, kwargs, skip=1)
         if self.warmup_epochs < 0:
             raise key_error(f"{path}.warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
 
