@@ -365,6 +365,9 @@ def test_fast_dev_run_runs_every_part_and_writes_nothing(tmp_path, tiny_data, mo
     out = proc.stdout
     assert "fast-dev-run: 2 training and 2 validation batches" in out
     assert "checkpoint saved and loaded back" in out
+    assert "*best*" not in out and "best val_acc" not in out  # a smoke run's two batches make no best
+    assert str(tmp_path / "tmp") not in out + proc.stderr  # no path that is gone when it ends
+    assert "a temporary run_dir, removed after" in out
     proc = run_cli("train", "--config", str(path), "--fast-dev-run", "3", "--run-dir", "kept", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "fast-dev-run: 3 training and 3 validation batches" in proc.stdout  # 10 val images: 3 batches of 4
@@ -404,3 +407,18 @@ def test_threads(tmp_path, tiny_data):
     assert config.from_dict(tiny_config(tiny_data, tmp_path / "run")).threads == "auto"
     proc = run_cli("train", "--config", str(cfg_file(tmp_path, tiny_data, threads=0)))
     assert_user_error(proc, "threads", "positive")
+
+
+def test_fast_dev_runs_val_batches_are_a_seeded_sample_across_classes(tmp_path):
+    from conftest import make_image_folder
+
+    from trainkit import config
+    from trainkit.run import build_run
+
+    root = tmp_path / "data"
+    make_image_folder(root / "train", {"cat": 4, "dog": 4})
+    make_image_folder(root / "val", {"cat": 12, "dog": 12})  # in order, the first 2 batches of 4 are all cats
+    cfg = config.from_dict(tiny_config(root, tmp_path / "run"))
+    targets = [[t for _, t in build_run(cfg, limit_batches=2).data.val_set.samples] for _ in range(2)]
+    assert len(targets[0]) == 8 and set(targets[0]) == {0, 1}
+    assert targets[0] == targets[1]  # seeded: the same sample each time

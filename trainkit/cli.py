@@ -87,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the trainkit files of a non-empty run directory")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print only warnings and errors (log.progress: quiet; off keeps epoch lines)",
+    )
+    p.add_argument(
         "--fast-dev-run",
         nargs="?",
         type=int,
@@ -143,6 +148,7 @@ def _train_config(args: argparse.Namespace) -> tuple[Config, dict | None]:
     ckpt = trained.read_checkpoint(args.resume, resume=True) if args.resume else None
     run_dir = resuming.folder_override(args.resume, args.run_dir)
     overrides = list(args.overrides) + ([f"run_dir={run_dir}"] if run_dir else [])
+    overrides += ["log.progress=quiet"] if args.quiet else []
     if args.fast_dev_run is not None:
         from trainkit.smoke import temporary_run_dir
 

@@ -19,7 +19,7 @@ import torch
 from torchvision.transforms import v2
 
 from trainkit import specs
-from trainkit.errors import ConfigError, DataError
+from trainkit.errors import ConfigError, DataError, plural
 from trainkit.filecheck import find_bad_files
 from trainkit.images import BadSample, ImageDataset, open_dataset
 from trainkit.loaders import BadImages, Loader, SampleLoader, bad_image_message
@@ -159,7 +159,7 @@ def _cached_loader(
     if cached.skipped:
         if cfg.on_bad_image == "error":
             raise DataError(bad_image_message(cached.skipped[0]))
-        notes.append(f"{key}: skipped {len(cached.skipped)} undecodable images, e.g. {cached.skipped[0]}")
+        notes.append(f"{key}: skipped {plural(len(cached.skipped), 'undecodable image')}, e.g. {cached.skipped[0]}")
     notes.append(f"{key}: {cached.describe()} cached ({cached.source}, {cached.seconds:.1f}s)")
     augment = BatchAugment(ds.transform, device)
     if augment.fallbacks:
@@ -204,8 +204,10 @@ def build_data(
     train: bool = True,
     rank: int = 0,
     world: int = 1,
+    val_limit: int | None = None,
 ) -> Data:
-    """Datasets and loaders of a `DataConfig`. With train=False only val is built (for eval).
+    """Datasets and loaders of a `DataConfig`. With train=False only val is built (for eval). `val_limit`: a
+    seeded sample of that many val images, across the classes (--fast-dev-run's few batches).
 
     Under DDP (`world` > 1) each rank gets its shard of the training order and every val image exactly once.
     """
@@ -244,6 +246,8 @@ def build_data(
                 empty_shape=shape if world > 1 else None,
             )
     val_set = open_dataset(cfg, "val", build_transform(val_calls(cfg)), classes)
+    if val_limit is not None and val_limit < len(val_set):
+        select(val_set, subset_indices(len(val_set), val_limit, seed))
     _files_notes(val_set, "data.val", cfg, notes)
     classes = list(val_set.classes) if classes is None else classes
     if cfg.cache != "none":

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from trainkit import checkpoint, config, data, devices, distributed, evaluation, metrics, optim
-from trainkit.errors import TrainingError
+from trainkit.errors import TrainingError, plural
 from trainkit.loaders import epoch_batches
 from trainkit.metrics import EpochMeters
 from trainkit.run import Run, State, banner, make_checkpoint
@@ -182,8 +182,9 @@ def fit(run: Run) -> dict[str, Any]:
             f"resume with: trainkit train --resume {run.run_dir / 'last.pt'}"
         )
         raise SystemExit(128 + s.stop_signal)
-    if s.best_epoch is not None:
-        sinks.message(f"best {cfg.train.monitor} {s.best:.4f} at epoch {s.best_epoch}: {run.run_dir / 'best.pt'}")
+    if s.best_epoch is not None and run.limit_batches is None:  # a smoke run's "best" says nothing
+        best = metrics.fmt_metric(cfg.train.monitor, s.best)
+        sinks.message(f"best {cfg.train.monitor} {best} at epoch {s.best_epoch}: {run.run_dir / 'best.pt'}")
     return record
 
 
@@ -208,7 +209,8 @@ def _epochs(run: Run, files: RunFiles) -> dict[str, Any]:
         record, conf = _epoch_record(run, epoch, metrics.summarize(meters, run.dist, run.device)[0])
         s.epoch = epoch + 1
         _step_scheduler(run, record)
-        improved = _improved(record.get(cfg.train.monitor), s.best, cfg.train.monitor_mode)
+        smoke = run.limit_batches is not None
+        improved = not smoke and _improved(record.get(cfg.train.monitor), s.best, cfg.train.monitor_mode)
         if improved:
             s.best, s.best_epoch = record[cfg.train.monitor], s.epoch
             record["best"] = True
@@ -246,7 +248,8 @@ def _epoch_record(run: Run, epoch: int, train_m: dict[str, Any]) -> tuple[dict[s
         record |= {f"val_{k}": v for k, v in val_m.items() if k in ("loss", "acc", "acc5")}
     bad, new = run.data.bad.take()
     if new:
-        run.sinks.message(f"skipped {len(new)} images that failed to decode: {', '.join(new[:5])}")
+        what = plural(len(new), "image that failed", "images that failed")
+        run.sinks.message(f"skipped {what} to decode: {', '.join(new[:5])}")
     if run.dist.enabled:  # each rank counts the files of its own shard
         bad = int(distributed.all_sum([bad], run.device)[0])
     for key, count in (

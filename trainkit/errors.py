@@ -55,6 +55,11 @@ def suggest(name: str, candidates: list[str] | set[str], n: int = 3) -> str:
     return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
 
 
+def plural(n: int, noun: str, many: str | None = None) -> str:
+    """`1 file`, `2 files` (`many` where the plural is not noun + s)."""
+    return f"{n:,} {noun if n == 1 else many or noun + 's'}"
+
+
 def describe(value: Any) -> str:
     """Short description of a user value for an error message."""
     text = repr(value)

@@ -54,8 +54,11 @@ class ImageFolder(datasets.ImageFolder):
 
     def __init__(self, root: str, transform: Any, key: str) -> None:
         if not os.path.isdir(root):
+            where = root
+            if not os.path.isabs(root):
+                where += f" ({os.path.abspath(root)}: a relative path is taken from the current folder)"
             raise DataError(
-                f"{key}: folder {root} does not exist; point {key} at a folder with one sub-folder per class"
+                f"{key}: folder {where} does not exist; point {key} at a folder with one sub-folder per class"
             )
         self.key = key
         super().__init__(root, transform=transform, is_valid_file=is_image_file, allow_empty=True)

@@ -180,10 +180,12 @@ def write_predictions(rows: list[dict[str, Any]], out: str) -> None:
 def format_predictions(rows: list[dict[str, Any]], classes: list[str], shown: int = 10) -> str:
     """The first rows, the count per predicted class, and the accuracy over the labelled files."""
     width = min(60, max(len(r["path"]) for r in rows))
-    lines = [f"{'path'.ljust(width)}  label ({len(rows)} images)"]
+    k = len(rows[0]["top"])
+    head = "label" if k == 1 else f"top {k} labels"
+    lines = [f"{'path'.ljust(width)}  {head} ({len(rows)} images)"]
     for r in rows[:shown]:
         path = r["path"] if len(r["path"]) <= width else "..." + r["path"][-(width - 3) :]
-        lines.append(f"{path.ljust(width)}  {r['top'][0][0]} {fmt_pct(r['top'][0][1])}")
+        lines.append(f"{path.ljust(width)}  " + ", ".join(f"{label} {fmt_pct(p)}" for label, p in r["top"]))
     if len(rows) > shown:
         lines.append(f"... and {len(rows) - shown} more")
     counts = Counter(r["top"][0][0] for r in rows)

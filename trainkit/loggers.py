@@ -12,6 +12,7 @@ from typing import Any, TextIO
 import numpy as np
 from tqdm import tqdm
 
+from trainkit.errors import plural
 from trainkit.metrics import fmt_pct
 from trainkit.schema import Config
 from trainkit.sinks import RunInfo, Sink, Sinks, StepWindow
@@ -37,6 +38,8 @@ class Console(Sink):
         self.epochs = 0
 
     def message(self, text: str) -> None:
+        if self.mode == "quiet" and not text.startswith(("warning", "stopped by")):
+            return
         if self.bar is not None:
             self.bar.write(text, file=self.stream)
         else:
@@ -72,7 +75,7 @@ class Console(Sink):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        if self.mode == "off":
+        if self.mode == "quiet":
             return
         parts = [
             f"epoch {record['epoch']}/{self.epochs}",
@@ -85,7 +88,7 @@ class Console(Sink):
         if record.get("best"):
             parts.append("*best*")
         if record.get("bad_images"):
-            parts.append(f"skipped {record['bad_images']} bad images")
+            parts.append(f"skipped {plural(record['bad_images'], 'bad image')}")
         print(" | ".join(parts), file=self.stream, flush=True)
 
     def close(self) -> None:
@@ -140,7 +143,7 @@ def build(cfg: Config, run_dir: Path, main: bool, resumed: bool) -> Sinks:
     if cfg.log.visdom.enabled:
         from trainkit.plots import VisdomSink
 
-        env = cfg.log.visdom.env or cfg.name
+        env = cfg.visdom_env
         sinks.append(VisdomSink(cfg.log.visdom, env, resume=resumed, warn=warn, say=console.message))
     if cfg.log.tensorboard.enabled:
         from trainkit.tensorboard_sink import TensorBoardSink

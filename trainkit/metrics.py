@@ -165,3 +165,10 @@ def most_confused(conf: np.ndarray, classes: list[str], n: int = 5) -> list[tupl
 def fmt_pct(x: float | None) -> str:
     """A fraction as a percentage with two decimals; `-` for none."""
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}%"
+
+
+def fmt_metric(name: str, x: float | None) -> str:
+    """A metric as the epoch lines show it: accuracies in percent, losses with four decimals."""
+    if "acc" in name:
+        return fmt_pct(x)
+    return "-" if x is None else f"{x:.4f}"

@@ -7,6 +7,8 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator
 
+from trainkit.errors import plural
+
 EXAMPLES = {
     "predict": """examples:
   trainkit predict --ckpt runs/flowers/best.pt photos/                 # a flat folder of new photos
@@ -71,7 +73,12 @@ def register(add: Callable[[str, str, str], argparse.ArgumentParser]) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-size", type=int, metavar="N", help="images per batch (default: data.eval_batch_size)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="N",
+        help="images per batch (default: the checkpoint's data.val_batch_size, else data.batch_size)",
+    )
     p.add_argument("--device", help="device to run on (default: the checkpoint's config)")
     p.add_argument(
         "--on-bad-image",
@@ -83,7 +90,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _bad(skipped: list[str]) -> None:
     if skipped:
-        print(f"skipped {len(skipped)} files that cannot be decoded: " + "; ".join(skipped[:10]), file=sys.stderr)
+        what = plural(len(skipped), "file that cannot be decoded", "files that cannot be decoded")
+        print(f"skipped {what}: " + "; ".join(skipped[:10]), file=sys.stderr)
 
 
 def _check_positive(value: int | None, option: str) -> None:
@@ -105,7 +113,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         rows, skipped = inference.predict(t, inputs, args.topk, args.batch_size, args.tta or t.tta, args.on_bad_image)
     _bad(skipped)
     if inputs.ignored:
-        print(f"note: {len(inputs.ignored)} files are not images and were passed over", file=sys.stderr)
+        what = plural(len(inputs.ignored), "file is not an image and was", "files are not images and were")
+        print(f"note: {what} passed over", file=sys.stderr)
     if not rows:
         raise _no_images(args.paths)
     print(inference.format_predictions(rows, t.classes))

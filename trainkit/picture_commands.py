@@ -75,7 +75,7 @@ def register(
 
     p = add("plot", "replay a finished run's metrics.jsonl into visdom", EXAMPLES["plot"])
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (holds config.yaml and metrics.jsonl)")
-    p.add_argument("--env", help="visdom env (default: the run's log.visdom.env or name)")
+    p.add_argument("--env", help="visdom env (default: the run's log.visdom.env, else its run directory's name)")
     p.add_argument("--server", help="visdom server (default: the run's log.visdom.server)")
     p.add_argument("--port", type=int, help="visdom port (default: the run's log.visdom.port)")
     p.set_defaults(func=cmd_plot)
@@ -151,7 +151,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     vis = dataclasses.replace(
         cfg.log.visdom, server=args.server or cfg.log.visdom.server, port=args.port or cfg.log.visdom.port
     )
-    env = args.env or vis.env or cfg.name
+    env = args.env or cfg.visdom_env
     sent = plots.replay(run, vis, env)
     print(f"sent {', '.join(sent)} of {run.run_dir} to {vis.server}:{vis.port}/env/{env}")
     return 0

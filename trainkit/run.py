@@ -64,6 +64,7 @@ class Run:
     notes: list[str] = field(default_factory=list)  # said once at start
     frozen_norms: list[nn.Module] = field(default_factory=list)  # BatchNorm layers that run in eval mode
     limit_batches: int | None = None  # --fast-dev-run: this many training and val batches of one epoch
+    temporary: bool = False  # --fast-dev-run without --run-dir: the run directory is removed after
     mix: BatchMix = field(default_factory=lambda: BatchMix([], 0, 0, ""))  # data.batch_transforms
     lock: RunLock | None = None  # the run directory's lock, held by the process that writes it (rank 0)
 
@@ -170,7 +171,8 @@ def banner(run: Run) -> list[str]:
     cfg, s, d = run.cfg, run.state, run.data
     lines = [
         f"trainkit {trainkit.__version__}: {cfg.name} on {run.device}, {len(d.train_set) if d.train_set else 0} train / "
-        f"{len(d.val_set)} val images, {len(d.classes)} classes, run_dir {run.run_dir}",
+        f"{len(d.val_set)} val images, {len(d.classes)} classes, "
+        + ("a temporary run_dir, removed after" if run.temporary else f"run_dir {run.run_dir}"),
         d.mix_line(),
         summary_line(run.model, d.input_shape),
         *run.notes,
@@ -222,10 +224,14 @@ def check_samples(train_shape: tuple[int, ...], val_shape: tuple[int, ...]) -> N
 
 
 def build_run(
-    cfg: Config, resume: str | Path | None = None, overwrite: bool = False, ckpt: dict[str, Any] | None = None
+    cfg: Config,
+    resume: str | Path | None = None,
+    overwrite: bool = False,
+    ckpt: dict[str, Any] | None = None,
+    limit_batches: int | None = None,
 ) -> Run:
     """Build everything and check it before the run directory is touched (on every rank under DDP); `ckpt` is
-    the checkpoint at `resume` when the caller has read it already."""
+    the checkpoint at `resume` when the caller has read it already; `limit_batches`: --fast-dev-run's."""
     rank = distributed.from_env()
     device = devices.select_device(distributed.device_of(cfg.device, rank))
     if device.type == "cuda":
@@ -235,7 +241,8 @@ def build_run(
     devices.set_threads(cfg.threads)
     devices.keep_freed_memory()
     seed_everything(cfg.seed)
-    d = data.build_data(cfg.data, cfg.seed, device, rank=rank.rank, world=rank.world)
+    val_limit = limit_batches * cfg.data.eval_batch_size if limit_batches else None
+    d = data.build_data(cfg.data, cfg.seed, device, rank=rank.rank, world=rank.world, val_limit=val_limit)
     notes = list(d.notes)
     model = models.build_model(cfg.model, seed=cfg.seed, notes=notes)
     if cfg.train.check_shapes:
@@ -272,7 +279,7 @@ def build_run(
     if cfg.train.compile:
         net = torch.compile(net)  # type: ignore[assignment]
     run = Run(cfg, device, d, model, net, optimizer, scheduler, scaler, loss_fn, run_dir, Sinks([]), State(), ema)
-    run.channels_last, run.dist, run.notes = use_channels_last, rank, notes
+    run.channels_last, run.dist, run.notes, run.limit_batches = use_channels_last, rank, notes, limit_batches
     run.frozen_norms = models.frozen_norms(model)
     run.mix = BatchMix(cfg.data.batch_calls, len(d.classes), cfg.seed, cfg.train.loss.type)
     if ckpt is not None:

@@ -363,7 +363,8 @@ class TensorBoardConfig:
 class LogConfig:
     visdom: VisdomConfig = field(default_factory=VisdomConfig)
     tensorboard: TensorBoardConfig = field(default_factory=TensorBoardConfig)
-    progress: Literal["auto", "bar", "lines", "off"] = "auto"
+    # off: no bar and no step lines, the epoch lines stay; quiet (train --quiet): only warnings and errors
+    progress: Literal["auto", "bar", "lines", "off", "quiet"] = "auto"
     report: bool = True  # report.html and report/*.png at the end of a run (trainkit report)
 
 
@@ -386,6 +387,12 @@ class Config:
     def run_path(self) -> Path:
         """Where the run writes: `run_dir`, by default runs/<name>."""
         return Path(self.run_dir or f"runs/{self.name}")
+
+    @property
+    def visdom_env(self) -> str:
+        """The run's visdom env: log.visdom.env, by default the run directory's name (two runs of one config
+        in two folders draw apart)."""
+        return self.log.visdom.env or self.run_path.name
 
     def _check(self, path: str) -> None:
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):

@@ -29,8 +29,8 @@ def temporary_run_dir() -> Path:
 
 def fast_dev_run(cfg: Config, batches: int, keep: bool) -> str:
     """Run it; returns the line that says what passed. `keep`: leave the files in `cfg.run_dir`."""
-    run = build_run(cfg)
-    run.limit_batches = batches
+    run = build_run(cfg, limit_batches=batches)
+    run.temporary = not keep
     try:
         record = engine.fit(run)
         trained = load_trained(run.run_dir / "last.pt", device=str(run.device))

@@ -169,7 +169,7 @@ def serve(port: int, host: str, env_path: str | None, login: tuple[str, str] | N
     where = "127.0.0.1" if host == "localhost" else host
     print(
         f"visdom on http://{where}:{port} ({'login required' if login else 'no login'}; "
-        f"envs in {path}; Ctrl-C stops it); a run draws into http://{where}:{port}/env/<its log.visdom.env or name>",
+        f"envs in {path}; Ctrl-C stops it); a run draws into http://{where}:{port}/env/<its log.visdom.env, else its run directory's name>",
         flush=True,
     )
     IOLoop.current().start()
