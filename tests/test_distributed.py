@@ -202,3 +202,40 @@ def test_a_bad_image_in_one_ranks_shard_is_one_line_and_exit_2(tmp_path):
     cfg = write_yaml(tmp_path / "c.yaml", tiny_config(data, tmp_path / "run", data=sets))
     proc = run_cli("train", "--config", str(cfg), "--nproc", "2", timeout=180)
     assert_user_error(proc, "cannot decode image", "001.png", "data.on_bad_image: skip")
+
+
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie (an orphan's zombie waits for init to reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def test_kill_9_of_the_launcher_takes_its_ranks_with_it(tmp_path):
+    data = tmp_path / "data"
+    make_image_folder(data / "train", {"cat": 32, "dog": 32}, size=32, seed=3)
+    make_image_folder(data / "val", {"cat": 4, "dog": 4}, size=32, seed=4)
+    cfg = write_yaml(tmp_path / "c.yaml", tiny_config(data, tmp_path / "run", train={"epochs": 5000, "log_every": 1}))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainkit", "train", "--config", str(cfg), "--nproc", "2"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    for line in proc.stdout:
+        if "epoch 2/5000" in line or time.monotonic() > deadline:
+            break
+    workers = worker_pids(proc.pid)
+    assert len(workers) == 2, workers
+    proc.kill()  # the launcher, with -9: it cannot pass anything on
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while any(running(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [w for w in workers if running(w)], "ranks outlived their launcher"
+    written = (tmp_path / "run" / "last.pt").stat().st_mtime_ns
+    time.sleep(1.5)
+    assert (tmp_path / "run" / "last.pt").stat().st_mtime_ns == written  # nothing writes after the kill

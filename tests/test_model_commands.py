@@ -96,7 +96,7 @@ def test_predict_a_flat_folder_top_k_as_json_lines(tmp_path, trained):
         assert len(probs) == 2 and probs[0] >= probs[1] and sum(probs) <= 1 + 1e-6
         assert r["label"] == r["top"][0]["label"] and r["label"] in CLASSES
     assert "accuracy" not in proc.stdout
-    assert "1 files are not images" in proc.stderr
+    assert "1 file is not an image and was passed over" in proc.stderr
 
 
 def test_a_bad_image_is_named_or_skipped(tmp_path, trained):
@@ -110,7 +110,7 @@ def test_a_bad_image_is_named_or_skipped(tmp_path, trained):
     assert not out.exists()
     ok = run_cli("predict", "--ckpt", str(ckpt), str(photos), "--out", str(out), "--on-bad-image", "skip")
     assert ok.returncode == 0, ok.stderr
-    assert "skipped 1 files" in ok.stderr and "broken.png" in ok.stderr
+    assert "skipped 1 file that cannot be decoded" in ok.stderr and "broken.png" in ok.stderr
     rows = read_csv(out)
     assert len(rows) == 7 and not any("broken" in r["path"] for r in rows)
     assert "accuracy on the 7 labelled images" in ok.stdout

@@ -167,7 +167,10 @@ def test_resuming_an_earlier_checkpoint_cuts_metrics_back_to_it(tmp_path, tiny_d
     assert run_cli("train", "--config", str(path)).returncode == 0
     shutil.copy(tmp_path / "run" / "last.pt", tmp_path / "epoch1.pt")
     assert run_cli("train", "--config", str(path), "--resume", "--set", "train.epochs=2").returncode == 0
-    proc = run_cli("train", "--resume", str(tmp_path / "epoch1.pt"), "--set", "train.epochs=3")
+    # a checkpoint outside the run continues where it lies, unless --run-dir names the run
+    proc = run_cli(
+        "train", "--resume", str(tmp_path / "epoch1.pt"), "--set", "train.epochs=3", "--run-dir", str(tmp_path / "run")
+    )
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2, 3]
@@ -422,3 +425,31 @@ def test_fast_dev_runs_val_batches_are_a_seeded_sample_across_classes(tmp_path):
     targets = [[t for _, t in build_run(cfg, limit_batches=2).data.val_set.samples] for _ in range(2)]
     assert len(targets[0]) == 8 and set(targets[0]) == {0, 1}
     assert targets[0] == targets[1]  # seeded: the same sample each time
+
+
+def test_photos_of_many_sizes_with_default_transforms_are_one_line(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c, cls in enumerate(("cats", "dogs")):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for j in range(4):
+                h, w = 40 + 7 * j + c, 36 + 5 * j
+                Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(
+                    tmp_path / split / cls / f"{j}.png"
+                )
+    cfg = {"data": {"train": str(tmp_path / "train"), "val": str(tmp_path / "val"), "num_workers": 0},
+           "model": {"torchvision": "resnet18"}, "device": "cpu", "run_dir": str(tmp_path / "run"),
+           "log": {"visdom": {"enabled": False}}}  # fmt: skip
+    path = write_yaml(tmp_path / "photos.yaml", cfg)
+    proc = run_cli("train", "--config", str(path))
+    assert_user_error(
+        proc, "data.transforms.train: the images come out of the transforms in different sizes", "RandomResizedCrop"
+    )
+    proc = run_cli(
+        "train", "--config", str(path), "--set", "data.transforms.train=[{RandomResizedCrop: {size: 32}}, ToTensor]"
+    )
+    assert_user_error(proc, "data.transforms.val: the images come out", "Resize", "CenterCrop", "data.cache_size")
+    assert not (tmp_path / "run").exists()

@@ -267,3 +267,57 @@ def test_fp16_gradscaler_skips_are_counted(tmp_path, tiny_data):
     )
     record = engine.fit(build_run(config.from_dict(cfg)))
     assert record["amp_skipped_steps"] == 6  # the scaled gradients overflow fp16 and GradScaler skips
+
+
+def test_kill_9_mid_epoch_loses_at_most_checkpoint_every_and_resumes_exactly(tmp_path):
+    every = {"checkpoint_every": {"steps": 3, "minutes": None}}
+    cfg = slow_config(tmp_path, tmp_path / "killed", epochs=1, **every)  # 12 steps in the epoch
+    proc = start_training("--config", str(cfg))
+    wait_for_line(proc, "step 8/12")
+    proc.kill()
+    proc.wait()
+    ckpt = checkpoint.load_checkpoint(tmp_path / "killed" / "last.pt")
+    # written at step 6, mid-epoch (or at step 9, when the kill came late under load): at most 3 steps lost
+    at = ckpt["batch"]
+    assert ckpt["epoch"] == 0 and at in (6, 9) and ckpt["step"] == at, (ckpt["epoch"], at)
+    proc = start_training("--config", str(cfg), "--resume")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert f"resuming at epoch 1, batch {at} (step {at})" in out
+    straight = slow_config(tmp_path, tmp_path / "straight", epochs=1, checkpoint_every=None)
+    proc = start_training("--config", str(straight))
+    assert proc.communicate(timeout=300) and proc.returncode == 0
+    assert_same_weights(tmp_path / "straight", tmp_path / "killed")
+
+
+def test_checkpoint_every_minutes_is_the_default_and_is_checked(tmp_path, tiny_data):
+    assert config.from_dict(tiny_config(tiny_data, tmp_path)).train.checkpoint_every.minutes == 10
+    for bad in ({"steps": 0}, {"minutes": -1}):
+        with pytest.raises(Exception, match="train.checkpoint_every"):
+            config.from_dict(tiny_config(tiny_data, tmp_path, train={"checkpoint_every": bad}))
+
+
+def test_save_top_k_keeps_the_k_best_named_by_epoch_and_metric_across_a_resume(tmp_path, tiny_data):
+    import json
+
+    train = {"save_top_k": 2, "monitor": "val_loss", "monitor_mode": "min", "log_every": 2}
+    straight = tiny_config(tiny_data, tmp_path / "straight", train={**train, "epochs": 5})
+    train_in_process(straight)
+    records = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    best = sorted(records, key=lambda r: (r["val_loss"], -r["epoch"]))[:2]
+    expected = {f"epoch={r['epoch']:03d}-val_loss={r['val_loss']:.4f}.pt" for r in best}
+    assert {p.name for p in (tmp_path / "straight").glob("epoch=*.pt")} == expected
+    for name in expected:  # each is the checkpoint of its epoch
+        ckpt = checkpoint.load_checkpoint(tmp_path / "straight" / name)
+        assert ckpt["epoch"] == int(name[6:9])
+    assert checkpoint.load_checkpoint(tmp_path / "straight" / "best.pt")["epoch"] == best[0]["epoch"]
+    halves = tiny_config(tiny_data, tmp_path / "halves", train={**train, "epochs": 3})
+    train_in_process(halves)
+    halves["train"]["epochs"] = 5
+    train_in_process(halves, resume=str(tmp_path / "halves" / "last.pt"))
+    assert {p.name for p in (tmp_path / "halves").glob("epoch=*.pt")} == expected
+    # 0: no best checkpoint at all; --overwrite removes the named ones too
+    none = tiny_config(tiny_data, tmp_path / "halves", train={**train, "save_top_k": 0, "epochs": 1})
+    run = build_run(config.from_dict(none), overwrite=True)
+    engine.fit(run)
+    assert sorted(p.name for p in (tmp_path / "halves").glob("*.pt")) == ["last.pt"]

@@ -136,3 +136,16 @@ def test_the_report_renders_in_a_real_browser(tmp_path, run_dir):
     for name in CLASSES:
         assert name in text
     assert len(shot) > 10_000
+
+
+def test_cell_text_is_dark_on_light_cells_and_light_on_dark_ones():
+    import numpy as np
+
+    from trainkit.report import cell_text_colours
+
+    # the cat/dog val matrix row-normalised: 0.34 is the lightest cell (imshow's min), not a mid one
+    rows = np.array([[0.66, 0.34], [0.34, 0.66]])
+    assert cell_text_colours(rows) == [["white", "black"], ["black", "white"]]
+    counts = np.array([[330, 170], [170, 330]])
+    assert cell_text_colours(counts) == [["white", "black"], ["black", "white"]]
+    assert cell_text_colours(np.array([[10, 0], [0, 10]])) == [["white", "black"], ["black", "white"]]

@@ -275,6 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the trainkit command line; returns the exit code."""
     parser = _parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # a rank under torchrun: it dies with its launcher
+        from trainkit.launch import die_with_parent
+
+        die_with_parent()
     try:
         args = parser.parse_args(argv)
         args.argv = argv

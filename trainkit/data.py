@@ -273,6 +273,30 @@ def first_sample_shape(ds: ImageDataset | SeededSamples, key: str) -> tuple[int,
     raise DataError(f"{key}: none of the first images could be decoded; check the data folder")
 
 
+FIX_SIZES = {
+    "data.transforms.train": "add RandomResizedCrop: {size: 224} to data.transforms.train",
+    "data.transforms.val": "add Resize: {size: 256} and CenterCrop: {size: 224} to data.transforms.val",
+}
+
+
+def check_one_size(ds: ImageDataset | SeededSamples, key: str, count: int = 6) -> None:
+    """A batch stacks its samples: a few samples, spread over the set, must come out of the transforms in one
+    size. Refused here in one line, before training, rather than as torch.stack's error in the first batch."""
+    step = max(1, len(ds) // count)
+    sizes: dict[tuple[int, ...], int] = {}
+    with torch.random.fork_rng(devices=[]):  # a random transform must not move the run's RNG
+        for i in range(0, min(len(ds), step * count), step):
+            x, _ = ds[i]
+            if isinstance(x, torch.Tensor):
+                sizes.setdefault(tuple(x.shape), i)
+    if len(sizes) > 1:
+        (a, i), (b, j) = list(sizes.items())[:2]
+        raise ConfigError(
+            f"{key}: the images come out of the transforms in different sizes ({list(a)} for image {i}, {list(b)} "
+            f"for image {j}), and a batch needs one size; {FIX_SIZES[key]}, or set data.cache_size"
+        )
+
+
 def sample_grid(data: Data, count: int = 64) -> torch.Tensor:
     """A grid of augmented, un-normalized training images (the caller's RNG is left as it was)."""
     from torchvision.utils import make_grid

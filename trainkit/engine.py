@@ -5,17 +5,18 @@ A `Run` (built by `run.build_run`) holds everything; what happens goes to `run.s
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import signal
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from trainkit import checkpoint, config, data, devices, distributed, evaluation, metrics, optim
+from trainkit import checkpoint, config, data, devices, distributed, evaluation, metrics, optim, pauses
 from trainkit.errors import TrainingError, plural
 from trainkit.loaders import epoch_batches
 from trainkit.metrics import EpochMeters
@@ -25,10 +26,17 @@ from trainkit.schema import EarlyStoppingConfig
 from trainkit.sinks import RunInfo
 
 
-def train_one_epoch(run: Run, epoch: int, start: int = 0, meters: EpochMeters | None = None) -> EpochMeters:
+def train_one_epoch(
+    run: Run,
+    epoch: int,
+    start: int = 0,
+    meters: EpochMeters | None = None,
+    save_partial: Callable[[EpochMeters], None] | None = None,
+) -> EpochMeters:
     """Train over epoch `epoch` from batch `start`; returns its meters.
 
-    After SIGINT/SIGTERM it stops at the next optimizer step, with `state.batch` the batches done.
+    After SIGINT/SIGTERM it stops at the next optimizer step, with `state.batch` the batches done. When
+    `train.checkpoint_every` is due, `save_partial` writes the epoch so far (a mid-epoch last.pt).
     """
     cfg, s = run.cfg.train, run.state
     run.net.train()
@@ -73,14 +81,7 @@ def train_one_epoch(run: Run, epoch: int, start: int = 0, meters: EpochMeters | 
                 )
             if stats["samples"]:  # none yet: every batch so far held only unreadable files
                 run.sinks.step(epoch + 1, s.batch, steps, stats | {"lr": optim.current_lr(run.optimizer)})
-        decided = s.stop_requested
-        if run.dist.enabled:  # every rank must stop at the same step: decide together, on the local requests
-            check = run.device.type == "cpu" or s.batch % cfg.log_every == 0 or s.batch == steps
-            decided = distributed.agreed_signal(s.stop_requested, run.device) if check else None
-        if decided is not None and s.batch % cfg.accumulate == 0:
-            s.stop_signal = decided
-            break
-        if s.batch == steps:  # the epoch's end, or --fast-dev-run's
+        if pauses.after_batch(run, steps, meters, save_partial):
             break
     return meters
 
@@ -122,30 +123,41 @@ def _improved(value: float | None, best: float | None, mode: str, delta: float =
     return value > best + delta if mode == "max" else value < best - delta
 
 
-@contextlib.contextmanager
-def _stop_on_signals(state: State):
-    """SIGINT/SIGTERM ask the loop to stop after the current step; a second SIGINT aborts at once."""
-
-    def handler(signum: int, frame: Any) -> None:
-        if state.stop_requested is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        state.stop_requested = signum
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 def _save(run: Run, files: RunFiles, record: dict[str, Any], best: bool = False) -> None:
-    """The run files at the first save, then last.pt (and best.pt): rank 0 only."""
+    """The run files at the first save, then last.pt, best.pt and the top-k files (train.save_top_k): rank 0."""
     files.commit()
-    ckpt = make_checkpoint(run, record)
+    k = run.cfg.train.save_top_k
+    kept, dropped = _top_k_entry(run, record) if k not in (0, 1) else (None, [])
+    ckpt = make_checkpoint(run, record)  # it carries the top-k list as it stands once this save is done
     checkpoint.atomic_save(ckpt, run.run_dir / "last.pt")
-    if best:
+    if best and k != 0:
         checkpoint.atomic_save(ckpt, run.run_dir / "best.pt")
+    if kept is not None:
+        checkpoint.atomic_save(ckpt, run.run_dir / kept["file"])
+        for old in dropped:  # only now that the new one is on disk
+            (run.run_dir / old["file"]).unlink(missing_ok=True)
+
+
+def _top_k_entry(run: Run, record: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """This epoch's entry among the k best, kept in `state.top_k` (best first; among equals the newest first,
+    so the oldest worst goes), and the entries it pushes out; None when it has no monitored value or does not
+    make it."""
+    cfg, s = run.cfg.train, run.state
+    value = record.get(cfg.monitor)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None, []
+    sign = -1.0 if cfg.monitor_mode == "max" else 1.0
+    entry = {
+        "value": value,
+        "epoch": record["epoch"],
+        "file": f"epoch={record['epoch']:03d}-{cfg.monitor}={value:.4f}.pt",
+    }
+    ranked = sorted([*s.top_k, entry], key=lambda e: (sign * e["value"], -e["epoch"]))
+    k = cfg.save_top_k if cfg.save_top_k > 0 else len(ranked)
+    if entry not in ranked[:k]:
+        return None, []
+    s.top_k = ranked[:k]
+    return entry, ranked[k:]
 
 
 def fit(run: Run) -> dict[str, Any]:
@@ -167,7 +179,7 @@ def fit(run: Run) -> dict[str, Any]:
         sinks.message(line)
     record: dict[str, Any] = {}
     try:
-        with _stop_on_signals(s):
+        with pauses.stop_on_signals(s):
             record = _epochs(run, files)
     except BaseException:
         if main:
@@ -199,11 +211,16 @@ def _epochs(run: Run, files: RunFiles) -> dict[str, Any]:
         if s.batch and s.partial:
             meters = EpochMeters(len(run.data.classes), flush_every=cfg.train.log_every, confusion=False)
             meters.restore(s.partial)
-        meters = train_one_epoch(run, epoch, s.batch, meters)
-        if s.stop_signal is not None:
+
+        def save_partial(meters: EpochMeters) -> None:  # the epoch so far: its batches, its meters summed
             s.partial = metrics.reduced_state(meters, run.dist, run.device)
             if main:
                 _save(run, files, {})
+            s.last_save = time.monotonic()
+
+        meters = train_one_epoch(run, epoch, s.batch, meters, save_partial)
+        if s.stop_signal is not None:
+            save_partial(meters)
             break
         s.batch, s.partial = 0, None
         record, conf = _epoch_record(run, epoch, metrics.summarize(meters, run.dist, run.device)[0])
@@ -220,6 +237,7 @@ def _epochs(run: Run, files: RunFiles) -> dict[str, Any]:
             sinks.end_epoch(record, conf)
             kept = record if conf is None else record | {"confusion": conf.tolist()}  # for `trainkit plot`
             _save(run, files, kept, best=improved)
+        s.last_save = time.monotonic()
         if stop_early and cfg.train.early_stopping is not None:
             es = cfg.train.early_stopping
             sinks.message(f"early stopping: {es.monitor} has not improved for {es.patience} epochs")

@@ -30,6 +30,23 @@ _FAILURE = re.compile(r"^([EF]\d{4} \d\d:\d\d:\d\d|\[rank\d+\]:)")
 TERMINAL_ENV = "TRAINKIT_TERMINAL_COLUMNS"  # the launcher's terminal, for rank 0's progress bar
 
 
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Ask Linux to send `sig` to this process when its parent dies: a launcher killed with -9 (or an OOM kill
+    of torchrun) takes its ranks with it, so no orphan goes on training and writing into the run directory."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), sig)
+
+
 def write_status(code: int) -> None:
     """Under the --nproc launcher, record this rank's exit code."""
     folder = os.environ.get(STATUS_ENV)
@@ -103,7 +120,7 @@ def launch(nproc: int, argv: list[str]) -> int:
         env = {**os.environ, STATUS_ENV: status}
         with contextlib.suppress(OSError, ValueError):  # rank 0's stderr is a pipe to here: pass on the terminal
             env[TERMINAL_ENV] = str(os.get_terminal_size(sys.stderr.fileno()).columns)
-        proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, preexec_fn=die_with_parent)
         filt = StderrFilter(sys.stderr)
 
         def read() -> None:

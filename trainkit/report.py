@@ -89,6 +89,17 @@ def curves(run: RunRecord, path: Path) -> None:
     _figure(fig, path)
 
 
+def cell_text_colours(m: np.ndarray, cmap: str = "Blues") -> list[list[str]]:
+    """Black or white per cell, by the luminance of the colour the cell is drawn in (imshow spreads the
+    colour map from the matrix's min to its max: half the max is not the middle of it)."""
+    import matplotlib
+    from matplotlib.colors import Normalize
+
+    rgba = matplotlib.colormaps[cmap](Normalize(vmin=float(m.min()), vmax=float(m.max()))(m))
+    luminance = rgba[..., :3] @ np.array([0.2126, 0.7152, 0.0722])  # of sRGB, as WCAG reckons it
+    return np.where(luminance > 0.5, "black", "white").tolist()
+
+
 def confusion_figure(conf: np.ndarray, classes: list[str], path: Path) -> None:
     import matplotlib.pyplot as plt
 
@@ -102,11 +113,10 @@ def confusion_figure(conf: np.ndarray, classes: list[str], path: Path) -> None:
         ax.set_yticks(range(n), classes)
         ax.set(title=title, xlabel="predicted", ylabel="true")
         if n <= 20:
+            colours = cell_text_colours(m)
             for i in range(n):
                 for j in range(n):
-                    v = m[i, j]
-                    ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=8,
-                            color="white" if v > m.max() / 2 else "black")  # fmt: skip
+                    ax.text(j, i, format(m[i, j], fmt), ha="center", va="center", fontsize=8, color=colours[i][j])
         fig.colorbar(im, ax=ax, fraction=0.046)
     _figure(fig, path)
 

@@ -4,6 +4,7 @@ and the one table of what a checkpoint holds of it (`PARTS`), which both save an
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,8 @@ class State:
     stop_signal: int | None = None  # the signal the run stops for (agreed by every rank under DDP)
     nan_skipped: int = 0  # steps skipped for a non-finite loss (train.on_nan: skip), this epoch
     amp_skipped: int = 0  # steps GradScaler skipped for inf/NaN gradients (fp16), this epoch
+    top_k: list[dict] = field(default_factory=list)  # train.save_top_k's files: {"value", "epoch", "file"}
+    last_save: float = field(default_factory=time.monotonic)  # when this process last wrote (or took) a checkpoint
 
 
 @dataclass
@@ -136,6 +139,7 @@ PARTS: tuple[Part, ...] = (
     Part(
         "early_stopping", lambda r: {"best": r.state.es_best, "bad_epochs": r.state.es_bad_epochs}, _load_early_stopping
     ),
+    Part("top_k", lambda r: r.state.top_k, lambda r, v: setattr(r.state, "top_k", list(v or []))),
     Part("rng", lambda r: checkpoint.rng_state(), lambda r, v: checkpoint.set_rng_state(v)),
 )
 
@@ -223,6 +227,17 @@ def check_samples(train_shape: tuple[int, ...], val_shape: tuple[int, ...]) -> N
         )
 
 
+def check_data(cfg: Config, d: data.Data, model: nn.Module) -> None:
+    """Samples of one size per set (the cache checks its own), train and val alike in rank and channels, and a
+    forward pass that works: each refused in one line, before anything runs."""
+    if cfg.data.cache == "none":
+        if d.train_set is not None:
+            data.check_one_size(d.train_set, "data.transforms.train")
+        data.check_one_size(d.val_set, "data.transforms.val")
+    check_samples(d.sample_shape, d.input_shape)
+    check_shapes(model, d.input_shape)
+
+
 def build_run(
     cfg: Config,
     resume: str | Path | None = None,
@@ -246,8 +261,7 @@ def build_run(
     notes = list(d.notes)
     model = models.build_model(cfg.model, seed=cfg.seed, notes=notes)
     if cfg.train.check_shapes:
-        check_samples(d.sample_shape, d.input_shape)
-        check_shapes(model, d.input_shape)
+        check_data(cfg, d, model)
     if ckpt is None and resume:
         ckpt = read_checkpoint(resume, resume=True)
     if cfg.model.whiten is not None and ckpt is None:  # a resumed run loads its weights instead

@@ -40,6 +40,7 @@ def truncate_jsonl(path: Path, epochs: int) -> None:
 
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "steps.jsonl", "last.pt", "best.pt", "samples.png", "eval.json")
+TOP_K_FILES = "epoch=*.pt"  # train.save_top_k's checkpoints
 SINK_FOLDERS = ("tb",)  # what a sink may write before the first checkpoint (TensorBoard's event files)
 
 
@@ -195,9 +196,9 @@ class RunFiles:
         d = self.run_dir
         d.mkdir(parents=True, exist_ok=True)
         if self.overwrite:  # --overwrite: the previous run's trainkit files go now, and only now
-            for name in RUN_FILES:
+            for path in [d / name for name in RUN_FILES] + list(d.glob(TOP_K_FILES)):
                 with contextlib.suppress(FileNotFoundError):
-                    (d / name).unlink()
+                    path.unlink()
         (d / "config.yaml").write_text(self.resolved, encoding="utf-8")
         truncate_jsonl(d / "metrics.jsonl", self.epochs_kept)
         truncate_jsonl(d / "steps.jsonl", self.epochs_kept)
