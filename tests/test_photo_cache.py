@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from conftest import assert_user_error, run_cli, tiny_config, write_yaml
 from PIL import Image
@@ -81,7 +82,8 @@ def test_photos_of_many_sizes_train_from_the_cache(tmp_path):
     cfg["data"]["cache_size"] = 20  # another resolution: another store, never the old one
     other = run_cli("train", "--config", str(write_yaml(tmp_path / "c.yaml", cfg)), "--overwrite")
     assert other.returncode == 0 and "shorter side 20 to 20 px" in other.stdout + other.stderr
-    assert "disk hit" not in other.stdout + other.stderr
+    train_line = next(ln for ln in (other.stdout + other.stderr).splitlines() if ln.startswith("data.train:"))
+    assert "disk hit" not in train_line  # (the val store holds the val crops of the originals, whatever the size)
 
 
 def test_a_ragged_epoch_repeats_exactly(tmp_path):
@@ -164,3 +166,39 @@ def test_random_resized_crop_windows_are_in_bounds_and_vary():
         assert hits, "a crop is not a window of its image"
         windows.add(hits[0])
     assert len(windows) > 30  # each image draws its own window
+
+
+def test_the_cached_val_path_serves_the_per_sample_pixels_so_eval_and_predict_agree(tmp_path):
+    import json
+
+    from trainkit import config, data
+    from trainkit.images import load_rgb
+    from trainkit.loaders import epoch_batches
+
+    root = tmp_path / "data"
+    photos(root / "train"), photos(root / "val", per_class=5, seed=1)
+    cfg = tiny_config(root, tmp_path / "run", train={"epochs": 2})
+    cfg["data"] |= {"cache": "memory", "cache_size": 24, "num_workers": 0, "val_batch_size": 3}
+    norm = {"Normalize": {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]}}
+    cfg["data"]["transforms"] = {
+        "train": [{"RandomResizedCrop": {"size": 16}}, "ToTensor", norm],
+        "val": [{"Resize": 18}, {"CenterCrop": 16}, "ToTensor", norm],
+    }
+    path = write_yaml(tmp_path / "c.yaml", cfg)
+    d = data.build_data(config.load_config(path).data, 0, torch.device("cpu"), train=False)
+    cached = torch.cat([x for x, _ in epoch_batches(d.val_loader, 0)])
+    per_sample = data.build_transform(data.val_calls(config.load_config(path).data))
+    expected = torch.stack([per_sample(load_rgb(p)) for p, _ in d.val_set.samples])
+    # the same pixels: the cache stores the val crop of the full-resolution photo, not of its 24 px copy
+    assert (cached.float() - expected).abs().max() < 1e-5
+    assert run_cli("train", "--config", str(path)).returncode == 0
+    ev = run_cli("eval", "--ckpt", str(tmp_path / "run" / "last.pt"), "--out", str(tmp_path / "e.json"))
+    assert ev.returncode == 0, ev.stderr
+    result = json.loads((tmp_path / "e.json").read_text())
+    last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert result["val_acc"] == pytest.approx(last["val_acc"])
+    pred = run_cli(
+        "predict", "--ckpt", str(tmp_path / "run" / "last.pt"), str(root / "val"), "--out", str(tmp_path / "p.csv")
+    )
+    assert pred.returncode == 0, pred.stderr
+    assert f"accuracy on the 10 labelled images: {100 * result['val_acc']:.2f}%" in pred.stdout

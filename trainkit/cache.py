@@ -79,8 +79,9 @@ def default_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "trainkit"
 
 
-def _key(samples: list[tuple[str, int]], size: int | None = None) -> str:
+def _key(samples: list[tuple[str, int]], size: int | None = None, variant: str = "") -> str:
     h = hashlib.sha256(f"trainkit-cache-{VERSION}".encode() + (f"-short-side-{size}-hwc".encode() if size else b""))
+    h.update(f"-prepared-{variant}".encode() if variant else b"")
     for path, target in samples:
         st = os.stat(path)
         h.update(f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{target}\n".encode())
@@ -88,12 +89,15 @@ def _key(samples: list[tuple[str, int]], size: int | None = None) -> str:
 
 
 def _decode(
-    samples: list[tuple[str, int]], workers: int, key: str, size: int | None = None
+    samples: list[tuple[str, int]], workers: int, key: str, size: int | None = None, prepare: Any = None
 ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray | None]:
-    """(images, targets, bad files, shapes): images (N, C, H, W), or flat (each (H, W, C)) with shapes (N, 2)."""
+    """(images, targets, bad files, shapes): images (N, C, H, W), or flat (each (H, W, C)) with shapes (N, 2).
+    `prepare`: transforms of the full-resolution PIL image whose output is stored (the val Resize + CenterCrop)."""
 
     def one(item: tuple[str, int]) -> np.ndarray | str:
         try:
+            if prepare is not None:
+                return np.asarray(prepare(load_rgb(item[0])))
             return shrink(item[0], size) if size else np.asarray(load_rgb(item[0]))
         except Exception as exc:  # any decoder failure is a bad file, named below
             return f"{item[0]} ({decode_failure(exc)})"
@@ -127,8 +131,11 @@ def _ragged(shapes: np.ndarray | None) -> dict[str, torch.Tensor | None]:
     return {"shapes": torch.from_numpy(shapes), "offsets": torch.cumsum(sizes, 0) - sizes}
 
 
-def cache_dataset(ds: Any, mode: str, cache_dir: str | None, workers: int, key: str, size: int | None = None) -> Cached:
-    """The decoded images of `ds` (an ImageFolder or a CIFAR dataset); with `size`, photos stored ragged."""
+def cache_dataset(
+    ds: Any, mode: str, cache_dir: str | None, workers: int, key: str, size: int | None = None, prepare: Any = None
+) -> Cached:
+    """The decoded images of `ds` (an ImageFolder or a CIFAR dataset); with `size`, photos stored ragged; with
+    `prepare` (deterministic PIL transforms that make one size), each photo's prepared pixels, from the original."""
     start = time.perf_counter()
     if hasattr(ds, "data") and isinstance(ds.data, np.ndarray):  # CIFAR: already decoded arrays (N, H, W, C)
         images = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
@@ -136,7 +143,7 @@ def cache_dataset(ds: Any, mode: str, cache_dir: str | None, workers: int, key: 
     samples = list(ds.samples)
     if mode == "disk":
         folder = Path(cache_dir) if cache_dir else default_dir()
-        path = folder / f"{_key(samples, size)}.npy"
+        path = folder / f"{_key(samples, None if prepare else size, repr(prepare) if prepare else '')}.npy"
         meta = path.with_suffix(".json")
         if path.exists() and meta.exists():
             info = json.loads(meta.read_text())
@@ -150,7 +157,7 @@ def cache_dataset(ds: Any, mode: str, cache_dir: str | None, workers: int, key: 
                 info["skipped"],
                 **_ragged(shapes),
             )
-    decoded, targets, bad, shapes = _decode(samples, workers, key, size)
+    decoded, targets, bad, shapes = _decode(samples, workers, key, None if prepare else size, prepare)
     if mode == "disk":
         folder.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

@@ -142,6 +142,25 @@ def subset_indices(n: int, size: int, seed: int) -> list[int]:
     return sorted(torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:size].tolist())
 
 
+def split_prepared(transform: v2.Compose) -> tuple[v2.Compose | None, v2.Compose]:
+    """The val transforms' leading Resize and CenterCrop (deterministic, ending in one size), and the rest.
+
+    Stored once as they come out of the per-sample path (PIL's resize of the full-resolution decode), the
+    cached val images are the pixels `predict`, `export` and an uncached `eval` see, not a resize of the
+    smaller training copy: every path scores the same, image by image."""
+    from trainkit.augment import flatten
+
+    ops = flatten(transform)
+    lead = 0
+    while lead < len(ops) and isinstance(ops[lead], (v2.Resize, v2.CenterCrop)):
+        lead += 1
+    while lead and not isinstance(ops[lead - 1], v2.CenterCrop):  # one size only after a CenterCrop
+        lead -= 1
+    if not lead:
+        return None, transform
+    return v2.Compose(ops[:lead]), v2.Compose(ops[lead:])
+
+
 def _cached_loader(
     cfg: DataConfig,
     ds: ImageDataset,
@@ -155,13 +174,16 @@ def _cached_loader(
     from trainkit.augment import BatchAugment
     from trainkit.cache import CachedLoader, cache_dataset
 
-    cached = cache_dataset(ds, cfg.cache, cfg.cache_dir, os.cpu_count() or 1, key, cfg.cache_size)
+    transform, prepare = ds.transform, None
+    if cfg.cache_size and not train:  # photos of many sizes: the val crops from the originals, as per sample
+        prepare, transform = split_prepared(ds.transform)
+    cached = cache_dataset(ds, cfg.cache, cfg.cache_dir, os.cpu_count() or 1, key, cfg.cache_size, prepare)
     if cached.skipped:
         if cfg.on_bad_image == "error":
             raise DataError(bad_image_message(cached.skipped[0]))
         notes.append(f"{key}: skipped {plural(len(cached.skipped), 'undecodable image')}, e.g. {cached.skipped[0]}")
     notes.append(f"{key}: {cached.describe()} cached ({cached.source}, {cached.seconds:.1f}s)")
-    augment = BatchAugment(ds.transform, device)
+    augment = BatchAugment(transform, device)
     if augment.fallbacks:
         notes.append(
             f"{key}: per-sample fallback for {', '.join(augment.fallbacks)} (no batched form); the rest runs batched"
