@@ -179,6 +179,78 @@ CASES = {
         lambda w: ["train", "--config", str(w["cfg"]), "--overwrite", "--set", "data.batch_size"],
         ["--set 'data.batch_size': expected KEY=VALUE"],
     ),
+    # hostile and careless values (the resources issue): refused at validation, the limit named
+    "duplicate-key": (
+        lambda w: bad_yaml(w, "dup.yaml", "train: {epochs: 3}\ndata: {batch_size: 2}\ntrain: {epochs: 4}\n"),
+        ["dup.yaml:3: key 'train' is given twice (lines 1 and 3); keep one"],
+    ),
+    "config-over-1mb": (
+        lambda w: bad_yaml(w, "big.yaml", "name: " + "x" * 1_100_000 + "\n"),
+        ["big.yaml: the config file is 1,100,007 bytes", "up to 1,000,000 bytes"],
+    ),
+    "huge-flow-list": (
+        lambda w: bad_yaml(w, "flow.yaml", "name: [" + "1," * 200_000 + "1]\n"),
+        ["flow.yaml: the document holds more than 100000 values"],
+    ),
+    "a-million-workers": (
+        lambda w: ["train", "--config", str(w["cfg"]), "--set", "data.num_workers=1000000"],
+        ["data.num_workers: 1000000 worker processes is more than this machine can run (at most 4 x"],
+    ),
+    "threads": (
+        lambda w: ["train", "--config", str(w["cfg"]), "--set", "threads=100000"],
+        ["threads: 100000 threads is more than this machine can run"],
+    ),
+    "nproc-huge": (
+        lambda w: ["train", "--config", str(w["cfg"]), "--nproc", "99999999999999999999"],
+        ["--nproc 99999999999999999999: this machine has"],
+    ),
+    "batch-size-huge": (
+        lambda w: ["train", "--config", str(w["cfg"]), "--set", "data.batch_size=99999999999999999999"],
+        ["data.batch_size: 99999999999999999999 is beyond what any run can use (at most 2,147,483,647)"],
+    ),
+    "seed-huge": (
+        lambda w: ["train", "--config", str(w["cfg"]), "--set", "seed=99999999999999999999999"],
+        ["seed: must be an integer from 0 to 2**63 - 1"],
+    ),
+    "seed-negative": (lambda w: ["train", "--config", str(w["cfg"]), "--set", "seed=-1"], ["seed: must be"]),
+    "label-smoothing": (
+        lambda w: ["train", "--config", str(w["cfg"]), "--set", "train.loss.label_smoothing=5"],
+        ["train.loss.label_smoothing: must be from 0.0 to 1.0, got 5"],
+    ),
+    "lambda-transform": (
+        lambda w: ["train", "--config", str(w["cfg"]), "--set", "data.transforms.train=[{Lambda: [str]}]"],
+        ["data.transforms.train[0]: unknown transform 'Lambda'"],
+    ),
+    "module-layer": (
+        lambda w: ["train", "--config", str(w["cfg"]), "--set", "model.sequential=[Module]"],
+        ["model.sequential[0]: unknown layer 'Module'"],
+    ),
+    "visdom-env-path": (
+        lambda w: ["train", "--config", str(w["cfg"]), "--set", "log.visdom.env=../../evil"],
+        ["log.visdom.env: use letters, digits", "'../../evil'"],
+    ),
+    "visdom-port-negative": (lambda w: ["visdom", "--port", "-1"], ["visdom --port -1: a TCP port is from 1 to 65535"]),
+    "visdom-port-high": (lambda w: ["visdom", "--port", "99999"], ["visdom --port 99999: a TCP port"]),
+    "log-visdom-port": (
+        lambda w: ["train", "--config", str(w["cfg"]), "--set", "log.visdom.port=70000"],
+        ["log.visdom.port: a TCP port is from 1 to 65535, got 70000"],
+    ),
+    "eval-out-missing-folder": (
+        lambda w: ["eval", "--ckpt", str(w["run"] / "last.pt"), "--out", "/no/such/folder/e.json"],
+        ["--out /no/such/folder/e.json: folder /no/such/folder does not exist"],
+    ),
+    "eval-out-a-folder": (
+        lambda w: ["eval", "--ckpt", str(w["run"] / "last.pt"), "--out", str(w["root"])],
+        ["is a folder; give a file name"],
+    ),
+    "eval-out-dev-full": (
+        lambda w: ["eval", "--ckpt", str(w["run"] / "last.pt"), "--out", "/dev/full"],
+        ["--out /dev/full:"],
+    ),
+    "lr-find-out-a-file": (
+        lambda w: ["lr-find", "--config", str(w["cfg"]), "--out", str(w["cfg"])],
+        ["is a file; --out names a folder"],
+    ),
 }
 
 

@@ -247,3 +247,14 @@ def test_sample_grid_is_unnormalized(tmp_path, tiny_data):
     assert grid.min() >= 0 and grid.max() <= 1
     img = np.asarray(Image.open(tmp_path / "samples.png"))
     assert img.shape[2] == 3 and 0 < img.mean() < 255  # real pictures, not saturated normalized values
+
+
+def test_a_dataset_of_one_class_is_one_line(tmp_path):
+    from conftest import assert_user_error, make_image_folder, run_cli, tiny_config, write_yaml
+
+    make_image_folder(tmp_path / "train", {"cat": 6})
+    make_image_folder(tmp_path / "val", {"cat": 2})
+    cfg = tiny_config(tmp_path, tmp_path / "run")  # (it raised AssertionError: target and output do not match)
+    proc = run_cli("train", "--config", str(write_yaml(tmp_path / "c.yaml", cfg)))
+    assert_user_error(proc, "data.train: one class, 'cat'; a classifier needs at least two classes")
+    assert not (tmp_path / "run").exists()

@@ -128,6 +128,24 @@ def worker_pids(pid: int) -> list[int]:
     return found
 
 
+def start_nproc_2(cfg: Path, line_seen: str) -> tuple[subprocess.Popen, list[int]]:
+    """`trainkit train --nproc 2` on `cfg`, once its output shows `line_seen`; the launcher and its two ranks."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainkit", "train", "--config", str(cfg), "--nproc", "2"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    for line in proc.stdout:
+        if line_seen in line or time.monotonic() > deadline:
+            break
+    workers = worker_pids(proc.pid)
+    assert len(workers) == 2, workers
+    return proc, workers
+
+
 @pytest.mark.parametrize("target", ["one-rank", "launcher"])
 def test_sigterm_stops_every_rank_with_one_checkpoint(tmp_path, target):
     data = tmp_path / "data"
@@ -147,19 +165,7 @@ def test_sigterm_stops_every_rank_with_one_checkpoint(tmp_path, target):
     cfg = write_yaml(
         tmp_path / "c.yaml", tiny_config(data, tmp_path / "run", model=model, train={"epochs": 50, "log_every": 1})
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "trainkit", "train", "--config", str(cfg), "--nproc", "2"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 120
-    for line in proc.stdout:
-        if "epoch 2/50 step 2/8" in line or time.monotonic() > deadline:
-            break
-    workers = worker_pids(proc.pid)
-    assert len(workers) == 2, workers
+    proc, workers = start_nproc_2(cfg, "epoch 2/50 step 2/8")
     victim = workers[-1] if target == "one-rank" else proc.pid
     os.kill(victim, signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
@@ -217,19 +223,7 @@ def test_kill_9_of_the_launcher_takes_its_ranks_with_it(tmp_path):
     make_image_folder(data / "train", {"cat": 32, "dog": 32}, size=32, seed=3)
     make_image_folder(data / "val", {"cat": 4, "dog": 4}, size=32, seed=4)
     cfg = write_yaml(tmp_path / "c.yaml", tiny_config(data, tmp_path / "run", train={"epochs": 5000, "log_every": 1}))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "trainkit", "train", "--config", str(cfg), "--nproc", "2"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    deadline = time.monotonic() + 120
-    for line in proc.stdout:
-        if "epoch 2/5000" in line or time.monotonic() > deadline:
-            break
-    workers = worker_pids(proc.pid)
-    assert len(workers) == 2, workers
+    proc, workers = start_nproc_2(cfg, "epoch 2/5000")
     proc.kill()  # the launcher, with -9: it cannot pass anything on
     proc.wait()
     deadline = time.monotonic() + 30

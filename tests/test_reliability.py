@@ -321,3 +321,13 @@ def test_save_top_k_keeps_the_k_best_named_by_epoch_and_metric_across_a_resume(t
     run = build_run(config.from_dict(none), overwrite=True)
     engine.fit(run)
     assert sorted(p.name for p in (tmp_path / "halves").glob("*.pt")) == ["last.pt"]
+
+
+def test_nan_before_any_checkpoint_says_none_was_saved(tmp_path, tiny_data):
+    run = build_run(config.from_dict(tiny_config(tiny_data, tmp_path / "run")))
+    with torch.no_grad():
+        run.model[-1].weight.fill_(float("nan"))
+    with pytest.raises(TrainingError, match="no checkpoint was saved yet") as caught:
+        engine.fit(run)
+    assert "last.pt" not in str(caught.value)  # it named runs/x/last.pt, which did not exist
+    assert not (tmp_path / "run").exists()

@@ -183,3 +183,26 @@ def test_trainkit_text_windows_escape_html(tmp_path, tiny_data, visdom_server):
     assert status == 200
     content = json.loads(body)["content"]
     assert "&lt;img src=x" in content and "<img" not in content
+
+
+def test_port_0_prints_the_port_it_holds_and_a_port_in_use_is_one_line(tmp_path):
+    import re
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainkit", "visdom", "--port", "0", "--env-path", str(tmp_path / "envs")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        line = proc.stdout.readline()
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+) ", line).group(1))
+        assert port > 0, line
+        deadline = time.monotonic() + 30
+        while request(port, "GET", "/")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        taken = run_cli("visdom", "--port", str(port), "--env-path", str(tmp_path / "other"), timeout=60)
+        assert_user_error(taken, f"visdom --port {port}: cannot listen on 127.0.0.1:{port}", "--port 0")
+    finally:
+        stop(proc)

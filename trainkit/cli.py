@@ -188,6 +188,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.nproc < 1:
         raise ConfigError(f"--nproc: expected a positive number of processes, got {args.nproc}")
+    if args.nproc > 1:
+        launch.check_nproc(args.nproc)
     if args.fast_dev_run is not None:
         if args.fast_dev_run < 1 or args.resume is not None or args.nproc > 1:
             raise ConfigError(
@@ -225,13 +227,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from trainkit import evaluation
+    from trainkit import evaluation, inference
 
+    inference.check_out(args.out, (".json",))  # before the evaluation, not after it
     overrides = tuple(args.overrides) + ((f"eval.tta={args.tta}",) if args.tta else ())
     result = evaluation.eval_checkpoint(args.ckpt, args.data, overrides)
     print(evaluation.format_eval(result))
     out = Path(args.out) if args.out else Path(args.ckpt).with_name("eval.json")
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    try:
+        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write it ({exc.strerror}); choose another place") from None
     print(f"\nwrote {out}")
     run_dir = Path(args.ckpt).parent
     if (run_dir / "report.html").is_file():  # refresh a run's report with this evaluation

@@ -21,7 +21,7 @@ import yaml
 from trainkit import specs
 from trainkit.errors import ConfigError, describe, join_key, key_error, printable, suggest
 from trainkit.schema import Config, LossConfig, OptimConfig, SchedulerConfig
-from trainkit.yamlio import parse_yaml
+from trainkit.yamlio import MAX_BYTES, parse_yaml
 
 # --------------------------------------------------------------------------- validation
 
@@ -303,6 +303,11 @@ def load_config(
     """Read, override and validate a config file; `needs` are the sections it must have (after `--set`)."""
     path = Path(path)
     try:
+        if path.is_file() and path.stat().st_size > MAX_BYTES:
+            raise ConfigError(
+                f"{path}: the config file is {path.stat().st_size:,} bytes; trainkit reads configs of up to "
+                f"{MAX_BYTES:,} bytes (a config is a few hundred lines)"
+            )
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found; check the path given to --config") from None

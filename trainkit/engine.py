@@ -74,10 +74,14 @@ def train_one_epoch(
             stats = meters.summary()
             diverged = bool(stats["samples"]) and not math.isfinite(stats["loss"])
             if cfg.on_nan == "stop" and _any_rank(run, diverged):
+                kept = (
+                    f"the last good checkpoint ({run.run_dir / 'last.pt'}, epoch {s.epoch}) is kept"
+                    if s.saved
+                    else "no checkpoint was saved yet (the run directory is left as it was)"
+                )
                 raise TrainingError(
-                    f"loss became {stats['loss']} in epoch {epoch + 1} by step {s.batch}; the last good checkpoint "
-                    f"({run.run_dir / 'last.pt'}, epoch {s.epoch}) is kept; lower optim.lr, set "
-                    "train.grad_clip, or set train.on_nan: skip"
+                    f"loss became {stats['loss']} in epoch {epoch + 1} by step {s.batch}; {kept}; lower optim.lr, "
+                    "set train.grad_clip, or set train.on_nan: skip"
                 )
             if stats["samples"]:  # none yet: every batch so far held only unreadable files
                 run.sinks.step(epoch + 1, s.batch, steps, stats | {"lr": optim.current_lr(run.optimizer)})
@@ -216,7 +220,7 @@ def _epochs(run: Run, files: RunFiles) -> dict[str, Any]:
             s.partial = metrics.reduced_state(meters, run.dist, run.device)
             if main:
                 _save(run, files, {})
-            s.last_save = time.monotonic()
+            s.last_save, s.saved = time.monotonic(), True
 
         meters = train_one_epoch(run, epoch, s.batch, meters, save_partial)
         if s.stop_signal is not None:
@@ -237,7 +241,7 @@ def _epochs(run: Run, files: RunFiles) -> dict[str, Any]:
             sinks.end_epoch(record, conf)
             kept = record if conf is None else record | {"confusion": conf.tolist()}  # for `trainkit plot`
             _save(run, files, kept, best=improved)
-        s.last_save = time.monotonic()
+        s.last_save, s.saved = time.monotonic(), True
         if stop_early and cfg.train.early_stopping is not None:
             es = cfg.train.early_stopping
             sinks.message(f"early stopping: {es.monitor} has not improved for {es.patience} epochs")

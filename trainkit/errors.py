@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 from typing import Any
 
 
@@ -76,6 +77,27 @@ def printable(text: str) -> str:
 def join_key(path: str, key: str) -> str:
     """`path.key`, or `key` at the top level."""
     return f"{path}.{key}" if path else str(key)
+
+
+MAX_COUNT = 2**31 - 1  # a batch size, an epoch count: torch's indices are 32-bit in places, and no run is larger
+
+
+def check_count(value: int | None, key: str) -> None:
+    if value is not None and value > MAX_COUNT:
+        raise key_error(key, f"{value} is beyond what any run can use (at most {MAX_COUNT:,})")
+
+
+def parallel_limit() -> int:
+    """The most processes or threads a config may ask for: a few times the machine's CPUs."""
+    return 4 * (os.cpu_count() or 1)
+
+
+def check_parallel(value: int, key: str, what: str) -> None:
+    limit = parallel_limit()
+    if value > limit:
+        raise key_error(
+            key, f"{value} {what} is more than this machine can run (at most 4 x its {limit // 4} CPUs = {limit})"
+        )
 
 
 def key_error(path: str, message: str) -> ConfigError:

@@ -154,6 +154,11 @@ def open_dataset(cfg: DataConfig, split: str, transform: Any, classes: list[str]
                 f"data.root: no {cfg.dataset} files in {os.path.join(cfg.root, folder)}; "
                 f"extract {url} into {cfg.root}, or set data.download: true"
             ) from None
+    if split == "train" and classes is None and len(ds.classes) < 2:
+        found = f"one class, {ds.classes[0]!r}" if ds.classes else "no class"
+        raise DataError(
+            f"data.{split}: {found}; a classifier needs at least two classes, one sub-folder each, in {cfg.train}"
+        )
     if classes is not None and list(ds.classes) != list(classes):
         missing = [c for c in classes if c not in ds.classes]
         extra = [c for c in ds.classes if c not in classes]

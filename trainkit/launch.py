@@ -47,6 +47,21 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
         os.kill(os.getpid(), sig)
 
 
+def check_nproc(nproc: int) -> None:
+    """One process per GPU, else per CPU core: more only oversubscribe the machine (or exhaust its memory)."""
+    import torch
+
+    from trainkit.errors import ConfigError
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    limit, what = (gpus, "GPUs") if gpus else (os.cpu_count() or 1, "CPU cores")
+    if nproc > limit:
+        raise ConfigError(
+            f"--nproc {nproc}: this machine has {limit} {what}, one process each at most; for more machines, run "
+            "torchrun on each (see the README's DDP section)"
+        )
+
+
 def write_status(code: int) -> None:
     """Under the --nproc launcher, record this rank's exit code."""
     folder = os.environ.get(STATUS_ENV)

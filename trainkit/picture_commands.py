@@ -42,7 +42,7 @@ def register(
 ) -> None:
     """Add the four commands to the CLI."""
     p = add("visdom", "start a visdom server for live plots", EXAMPLES["visdom"])
-    p.add_argument("--port", type=int, default=8097, help="port (default: 8097)")
+    p.add_argument("--port", type=int, default=8097, help="port (default: 8097; 0: a free one, printed)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback only)")
     p.add_argument("--env-path", metavar="DIR", help="where visdom saves its envs (default: ~/.visdom)")
     who = p.add_mutually_exclusive_group()
@@ -89,8 +89,14 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     cfg = config.load_config(args.config, args.overrides, notes)
     for note in notes:
         print(note, file=sys.stderr)
+    out = Path(args.out) if args.out else cfg.run_path.with_name(f"{cfg.name}-lr-find")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"lr-find --out {out}: is a file; --out names a folder (for lr_find.csv and lr_find.png)")
     result = lr_find.range_test(cfg, args.start, args.end, args.steps)
-    table, figure = lr_find.write(result, Path(args.out) if args.out else cfg.run_path.with_name(f"{cfg.name}-lr-find"))
+    try:
+        table, figure = lr_find.write(result, out)
+    except OSError as exc:
+        raise ConfigError(f"lr-find --out {out}: cannot write there ({exc.strerror}); choose another folder") from None
     end = f"stopped at lr {result.lrs[-1]:.3g}: the loss diverged" if result.stopped_early else "reached --end"
     print(f"{len(result.lrs)} steps from lr {args.start:g}, {end}; wrote {table} and {figure}")
     if result.suggestion is None:
@@ -131,6 +137,8 @@ def cmd_visdom(args: argparse.Namespace) -> int:
         )
     from trainkit import visdom_server
 
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"visdom --port {args.port}: a TCP port is from 1 to 65535 (or 0 for a free one)")
     login = None if args.no_login else visdom_server.credentials(prompt=args.login)
     warning = visdom_server.check_exposure(args.host, login is not None, args.no_login)
     if warning:

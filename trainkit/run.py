@@ -43,6 +43,7 @@ class State:
     nan_skipped: int = 0  # steps skipped for a non-finite loss (train.on_nan: skip), this epoch
     amp_skipped: int = 0  # steps GradScaler skipped for inf/NaN gradients (fp16), this epoch
     top_k: list[dict] = field(default_factory=list)  # train.save_top_k's files: {"value", "epoch", "file"}
+    saved: bool = False  # a checkpoint of this run exists (it was resumed from one, or has written one)
     last_save: float = field(default_factory=time.monotonic)  # when this process last wrote (or took) a checkpoint
 
 
@@ -313,6 +314,7 @@ def resume_from(run: Run, ckpt: dict[str, Any], source: str) -> None:
     """Restore every part; a schedule whose length the config changed (train.epochs, its own horizon) is
     rebuilt for the new length at the run's step instead of stepped past its end."""
     built = optim.horizon(run.scheduler.state_dict()) if run.scheduler is not None else None
+    run.state.saved = True
     saved = optim.horizon(ckpt.get("scheduler"))  # now: CyclicLR's load_state_dict pops keys of what it is given
     try:
         restore(run, ckpt)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 from trainkit import modelspec, specs
-from trainkit.errors import key_error, suggest
+from trainkit.errors import check_count, check_parallel, key_error, suggest
 from trainkit.schema_train import (  # noqa: F401  (the loop's sections, re-exported: `from trainkit.schema import ...`)
     METRICS,
     SCHEDULER_RATES,
@@ -28,6 +28,14 @@ from trainkit.schema_train import (  # noqa: F401  (the loop's sections, re-expo
     TrainConfig,
 )
 from trainkit.specs import Call
+
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes a 64-bit seed
+ENV_NAME = re.compile(r"\w[\w.-]*")  # a visdom env is saved as ENV.json: no path, no hidden file
+
+
+def check_port(port: int, key: str) -> None:
+    if not 1 <= port <= 65535:
+        raise key_error(key, f"a TCP port is from 1 to 65535, got {port}")
 
 
 @dataclass
@@ -116,8 +124,10 @@ class DataConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise key_error(f"{path}.{name}", f"must be a positive integer, got {value}")
+            check_count(value, f"{path}.{name}")
         if self.num_workers < 0:
             raise key_error(f"{path}.num_workers", f"must be >= 0, got {self.num_workers}")
+        check_parallel(self.num_workers, f"{path}.num_workers", "worker processes")
         if self.prefetch_factor is not None and self.num_workers == 0:
             raise key_error(f"{path}.prefetch_factor", "needs num_workers > 0")
         if self.dataset == "imagefolder":
@@ -209,6 +219,16 @@ class VisdomConfig:
     env: str | None = None
     log_every: int = 50
 
+    def _check(self, path: str) -> None:
+        check_port(self.port, f"{path}.port")
+        if self.env is not None and not ENV_NAME.fullmatch(self.env):
+            raise key_error(
+                f"{path}.env",
+                f"use letters, digits, '_', '-' and '.' (not first) only: visdom saves an env as a file of its name; "
+                f"got {self.env!r}",
+            )
+        check_count(self.log_every, f"{path}.log_every")
+
 
 @dataclass
 class TensorBoardConfig:
@@ -249,13 +269,18 @@ class Config:
     def visdom_env(self) -> str:
         """The run's visdom env: log.visdom.env, by default the run directory's name (two runs of one config
         in two folders draw apart)."""
-        return self.log.visdom.env or self.run_path.name
+        name = self.run_path.name
+        return self.log.visdom.env or (name if ENV_NAME.fullmatch(name) else self.name)
 
     def _check(self, path: str) -> None:
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             raise key_error("device", f"expected auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         if isinstance(self.threads, int) and self.threads < 1:
             raise key_error("threads", f"must be a positive number of threads, or auto, got {self.threads}")
+        if isinstance(self.threads, int):
+            check_parallel(self.threads, "threads", "threads")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise key_error("seed", f"must be an integer from 0 to 2**63 - 1 ({MAX_SEED:,}), got {self.seed}")
         if not re.fullmatch(r"[\w.-]+", self.name):
             raise key_error("name", f"use letters, digits, '.', '_' and '-' only, got {self.name!r}")
         if self.run_dir is None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
 from trainkit import specs
-from trainkit.errors import key_error, suggest
+from trainkit.errors import check_count, key_error, suggest
 
 
 def _check_class(path: str, what: str, classes: dict[str, Any], name: str, kwargs: dict, skip: int = 0) -> None:
@@ -90,6 +90,9 @@ class LossConfig:
 
     def _check(self, path: str) -> None:
         _check_class(path, "loss", specs.nn_losses(), self.type, self.kwargs)
+        smoothing = self.kwargs.get("label_smoothing")
+        if isinstance(smoothing, (int, float)) and not 0.0 <= smoothing <= 1.0:  # torch: "in [0.0, 1.0]"
+            raise key_error(f"{path}.label_smoothing", f"must be from 0.0 to 1.0, got {smoothing}")
 
 
 @dataclass
@@ -182,6 +185,7 @@ class TrainConfig:
         for name in ("epochs", "accumulate", "eval_every", "log_every"):
             if getattr(self, name) < 1:
                 raise key_error(f"{path}.{name}", f"must be a positive integer, got {getattr(self, name)}")
+            check_count(getattr(self, name), f"{path}.{name}")
 
 
 @dataclass

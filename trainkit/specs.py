@@ -119,6 +119,9 @@ def parse_call(
 
 
 _NN_CACHE: dict[str, type] = {}
+ABSTRACT_LAYERS = ("Module", "Container")
+# transforms that take code (a callable) or other transforms, which a YAML value cannot be
+CODE_TRANSFORMS = ("Lambda", "Transform", "Compose", "RandomApply", "RandomChoice", "RandomOrder")
 
 
 def nn_layers() -> dict[str, type]:
@@ -130,6 +133,8 @@ def nn_layers() -> dict[str, type]:
             obj = getattr(nn, name)
             if inspect.isclass(obj) and issubclass(obj, nn.Module) and not name.startswith("_"):
                 _NN_CACHE[name] = obj
+        for base in ABSTRACT_LAYERS:  # base classes, not layers: they build nothing that computes
+            _NN_CACHE.pop(base, None)
     return _NN_CACHE
 
 
@@ -170,6 +175,8 @@ def transforms() -> dict[str, type]:
     from torchvision.transforms import v2
 
     found = _public_classes(v2, torch.nn.Module)
+    for name in CODE_TRANSFORMS:
+        found.pop(name, None)
     found["ToTensor"] = ToTensor
     return found
 

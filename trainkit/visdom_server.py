@@ -29,7 +29,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import tornado.web
+from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
+from tornado.netutil import bind_sockets
 from visdom.server.app import Application as VisdomApplication
 from visdom.server.defaults import DEFAULT_ENV_PATH
 from visdom.utils.server_utils import hash_password
@@ -157,6 +159,16 @@ def serve(port: int, host: str, env_path: str | None, login: tuple[str, str] | N
     if login is not None:
         user, password = login
         credential = {"username": user, "password": hash_password(hash_password(password))}  # visdom's form
+    address = "127.0.0.1" if host == "localhost" else ("" if host == "0.0.0.0" else host)
+    where = "127.0.0.1" if host == "localhost" else host
+    try:  # bound first: a port in use is one line, and --port 0 says the port it got
+        sockets = bind_sockets(port, address=address or None)
+    except OSError as exc:
+        raise ConfigError(
+            f"visdom --port {port}: cannot listen on {where}:{port} ({exc.strerror}); another server may hold it: "
+            "choose another --port (--port 0 takes a free one)"
+        ) from None
+    port = sockets[0].getsockname()[1]
     app = GuardedApplication(
         loopback=host in LOOPBACK_HOSTS,
         credential=credential,
@@ -164,9 +176,7 @@ def serve(port: int, host: str, env_path: str | None, login: tuple[str, str] | N
         port=port,
         env_path=str(path),
     )
-    address = "127.0.0.1" if host == "localhost" else ("" if host == "0.0.0.0" else host)
-    app.listen(port, address=address, max_buffer_size=MAX_BODY, max_body_size=MAX_BODY)
-    where = "127.0.0.1" if host == "localhost" else host
+    HTTPServer(app, max_buffer_size=MAX_BODY, max_body_size=MAX_BODY).add_sockets(sockets)
     print(
         f"visdom on http://{where}:{port} ({'login required' if login else 'no login'}; "
         f"envs in {path}; Ctrl-C stops it); a run draws into http://{where}:{port}/env/<its log.visdom.env, else its run directory's name>",

@@ -13,8 +13,20 @@ MAX_NODES = 100_000
 MAX_DEPTH = 64
 
 
+MAX_BYTES = 1_000_000  # a config file larger than this is refused before it is parsed
+
+
 class Loader(yaml.SafeLoader):
-    """SafeLoader that also reads YAML 1.2 floats: `1e-3` and `5E4` are numbers, not the strings YAML 1.1 makes them."""
+    """SafeLoader that also reads YAML 1.2 floats: `1e-3` and `5E4` are numbers, not the strings YAML 1.1 makes
+    them; and counts the nodes as it composes them, so a huge flow list is refused before it is all in memory."""
+
+    composed = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self.composed += 1
+        if self.composed > MAX_NODES:
+            raise ConfigError(f"{self.name}: the document holds more than {MAX_NODES} values; a config is smaller")
+        return super().compose_node(parent, index)
 
 
 Loader.add_implicit_resolver(
@@ -37,6 +49,7 @@ def _guard(node: yaml.Node, where: str) -> None:
         if isinstance(n, yaml.SequenceNode):
             total += sum(size(c, depth + 1) for c in n.value)
         elif isinstance(n, yaml.MappingNode):
+            _no_duplicates(n, where)
             total += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in n.value)
         if total > MAX_NODES:
             raise ConfigError(
@@ -47,6 +60,20 @@ def _guard(node: yaml.Node, where: str) -> None:
         return total
 
     size(node, 0)
+
+
+def _no_duplicates(node: yaml.MappingNode, where: str) -> None:
+    """A key given twice is refused: YAML keeps the last silently (a second `train:` replaced the first whole)."""
+    seen: dict[Any, int] = {}
+    for key, _ in node.value:
+        if not isinstance(key, yaml.ScalarNode) or key.value == "<<":
+            continue
+        line = key.start_mark.line + 1
+        if key.value in seen:
+            raise ConfigError(
+                f"{where}:{line}: key {key.value!r} is given twice (lines {seen[key.value]} and {line}); keep one"
+            )
+        seen[key.value] = line
 
 
 def check_budget(value: Any, where: str) -> None:
@@ -84,6 +111,7 @@ def parse_yaml(text: str, where: str, lines: dict[str, int] | None = None) -> An
     loader = None
     try:
         loader = Loader(text)
+        loader.name = where
         node = loader.get_single_node()
         if node is None:
             return None
