@@ -134,3 +134,30 @@ def test_an_all_zeros_file_never_suggests_weights_only_false(tmp_path):
     proc = run_cli("eval", "--ckpt", str(path))
     assert_user_error(proc, "zeros.pt", "not a PyTorch checkpoint")
     assert "weights_only" not in proc.stderr
+
+
+def test_a_stored_configs_side_effects_are_ignored_and_its_counts_capped(tmp_path, tiny_cfg_path):
+    import os
+
+    import torch
+
+    assert run_cli("train", "--config", str(tiny_cfg_path)).returncode == 0
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    evil = tmp_path / "evil"
+    ckpt["config"]["data"] |= {"download": True, "cache": "disk", "cache_dir": str(evil / "cache"), "num_workers": 64}
+    ckpt["config"] |= {"threads": 100000, "run_dir": str(evil / "run")}
+    hostile = tmp_path / "someone-elses.pt"
+    torch.save(ckpt, hostile)
+    env = {"XDG_CACHE_HOME": str(tmp_path / "my-cache")}  # the user's own default cache folder
+    proc = run_cli("eval", "--ckpt", str(hostile), "--out", str(tmp_path / "e.json"), env=env)
+    assert proc.returncode == 0, proc.stderr
+    said = [ln for ln in proc.stderr.splitlines() if "from its stored config" in ln]
+    assert len(said) == 1, proc.stderr
+    assert "ignored data.download: True" in said[0] and "ignored data.cache_dir" in said[0]
+    assert f"capped data.num_workers 64 to this machine's {os.cpu_count()} CPUs" in said[0]
+    assert "capped threads 100000" in said[0]
+    assert not evil.exists()  # nothing written where the checkpoint chose
+    # resuming it writes beside it, not into the run_dir it names
+    proc = run_cli("train", "--resume", str(hostile), "--set", "train.epochs=3", "--set", "data.cache=none", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "last.pt").is_file() and not evil.exists()

@@ -9,6 +9,8 @@ evaluated with (the moving average when the run kept one), on its device, in its
 from __future__ import annotations
 
 import copy
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,8 +42,16 @@ def checkpoint_config(
     data_dir: str | None = None,
     notes: list[str] | None = None,
 ) -> Config:
-    """The checkpoint's config with `--data DIR` and `--set` applied, validated once."""
+    """The checkpoint's config, its keys with side effects defused (`untrusted`), with `--data DIR` and `--set`
+    applied (the user's flags rule), validated once."""
     raw = copy.deepcopy(ckpt["config"])
+    defused = untrusted(raw)
+    if defused:
+        line = f"{source}: from its stored config, {', '.join(defused)} (a checkpoint's config is data, not orders)"
+        if notes is not None:
+            notes.append(line)
+        else:
+            print(f"trainkit: {line}", file=sys.stderr, flush=True)
     if data_dir is not None:
         dataset = (raw.get("data") or {}).get("dataset", config.default_of("data.dataset"))
         raw.setdefault("data", {})["val" if dataset == "imagefolder" else "root"] = data_dir
@@ -53,6 +63,31 @@ def checkpoint_config(
         if str(exc).startswith("--set"):  # the user's override is wrong, not the checkpoint
             raise
         raise CheckpointError(f"{source}: its stored config is not valid for this trainkit: {exc}") from None
+
+
+# a stored config's keys that would download, or write where its author chose
+IGNORED = (("data", "download", False), ("data", "cache_dir", None), ("", "run_dir", None))
+
+
+def untrusted(raw: dict[str, Any]) -> list[str]:
+    """Defuse a checkpoint's stored config in place: what would download or choose where to write is dropped
+    (the user's defaults and flags rule), and counts of processes and threads are capped to this machine.
+    Returns what was changed, in words (the run_dir, always stored, is dropped without a word)."""
+    said = []
+    for section, key, safe in IGNORED:
+        node = raw.get(section) if section else raw
+        if isinstance(node, dict) and node.get(key) not in (None, False, safe):
+            if key != "run_dir":
+                said.append(f"ignored {section}.{key}: {node[key]!r}")
+            node[key] = safe
+    cpus = os.cpu_count() or 1
+    for section, key in (("data", "num_workers"), ("", "threads")):
+        node = raw.get(section) if section else raw
+        value = node.get(key) if isinstance(node, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool) and value > cpus:
+            said.append(f"capped {(section + '.') if section else ''}{key} {value} to this machine's {cpus} CPUs")
+            node[key] = cpus  # type: ignore[index]
+    return said
 
 
 @dataclass
