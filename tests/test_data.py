@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +25,9 @@ def data_cfg(tmp_path: Path, text: str) -> schema.DataConfig:
 
 
 def folder_cfg(tmp_path: Path, root: Path, extra: str = "") -> schema.DataConfig:
-    return data_cfg(
-        tmp_path, f"data: {{train: {root / 'train'}, val: {root / 'val'}, num_workers: 0, batch_size: 4{extra}}}"
-    )
+    # the defaults that `extra` does not set itself (a key given twice is an error)
+    defaults = "".join(f", {k}: {v}" for k, v in (("num_workers", 0), ("batch_size", 4)) if f" {k}:" not in extra)
+    return data_cfg(tmp_path, f"data: {{train: {root / 'train'}, val: {root / 'val'}{defaults}{extra}}}")
 
 
 def build(cfg, seed=0):
@@ -258,3 +260,47 @@ def test_a_dataset_of_one_class_is_one_line(tmp_path):
     proc = run_cli("train", "--config", str(write_yaml(tmp_path / "c.yaml", cfg)))
     assert_user_error(proc, "data.train: one class, 'cat'; a classifier needs at least two classes")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "damage, fragment",
+    [
+        (lambda d: os.symlink("..", d / "train" / "cat" / "up"), "leads back to"),  # it hung for 120 s+ at 3.3 GB
+        (lambda d: os.symlink("loop", d / "train" / "loop"), "a symlink loop; remove it"),  # an ELOOP traceback
+        (lambda d: os.symlink("/proc", d / "train" / "cat" / "proc"), "cat/proc"),  # a loop in it, or its files
+    ],
+    ids=["loop-to-parent", "link-to-itself", "proc-inside"],
+)
+def test_a_data_scan_is_bounded_and_loops_are_named(tmp_path, tiny_data, damage, fragment):
+    import time
+
+    from conftest import assert_user_error, run_cli, tiny_config, write_yaml
+
+    damage(tiny_data)
+    cfg = write_yaml(
+        tmp_path / "c.yaml", tiny_config(tiny_data, tmp_path / "run", data={"scan": {"max_other_files": 500}})
+    )
+    start = time.monotonic()
+    proc = run_cli("train", "--config", str(cfg), timeout=120)
+    assert_user_error(proc, "data.train:", fragment)
+    assert time.monotonic() - start < 60
+    assert not (tmp_path / "run").exists()
+
+
+def test_proc_as_the_val_folder_is_one_line(tmp_path, tiny_data):
+    from conftest import assert_user_error, run_cli, tiny_config, write_yaml
+
+    cfg = write_yaml(tmp_path / "c.yaml", tiny_config(tiny_data, tmp_path / "run"))
+    proc = run_cli("train", "--config", str(cfg), "--set", "data.val=/proc", timeout=120)
+    assert_user_error(proc, "data.val:")
+
+
+def test_linked_folders_are_followed_once_in_torchvisions_order(tmp_path, tiny_data):
+    from trainkit.images import scan
+
+    elsewhere = tmp_path / "more-cats"
+    shutil.copytree(tiny_data / "train" / "cat", elsewhere)
+    os.symlink(elsewhere, tiny_data / "train" / "cat" / "linked")
+    images, others = scan(str(tiny_data / "train" / "cat"), "data.train", 10, 4)
+    assert len(images) == 24 and others == []
+    assert images == sorted(images, key=lambda p: (os.path.dirname(p), p))

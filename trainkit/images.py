@@ -52,7 +52,7 @@ def load_rgb(path: str) -> Image.Image:
 class ImageFolder(datasets.ImageFolder):
     """torchvision's ImageFolder that ignores hidden folders and files and reports bad images."""
 
-    def __init__(self, root: str, transform: Any, key: str) -> None:
+    def __init__(self, root: str, transform: Any, key: str, limits: tuple[int, int] = (10_000, 32)) -> None:
         if not os.path.isdir(root):
             where = root
             if not os.path.isabs(root):
@@ -60,7 +60,8 @@ class ImageFolder(datasets.ImageFolder):
             raise DataError(
                 f"{key}: folder {where} does not exist; point {key} at a folder with one sub-folder per class"
             )
-        self.key = key
+        self.key, self.limits = key, limits
+        self.ignored: list[str] = []
         super().__init__(root, transform=transform, is_valid_file=is_image_file, allow_empty=True)
         counts = np.bincount(np.asarray(self.targets, dtype=np.int64), minlength=len(self.classes))
         empty = [os.path.join(root, c) for c, n in zip(self.classes, counts) if n == 0]
@@ -69,19 +70,88 @@ class ImageFolder(datasets.ImageFolder):
                 f"{key}: class folder {empty[0]} has no image files ({', '.join(IMG_EXTENSIONS[:4])}, ...); "
                 "add images, or remove that class from both data.train and data.val (they must hold the same classes)"
             )
-        self.ignored = _files_not_read(root, {p for p, _ in self.samples})
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
-        classes = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
+        classes = sorted(e.name for e in os.scandir(directory) if not e.name.startswith(".") and _is_dir(e, self.key))
         if not classes:
             raise DataError(
                 f"{self.key}: no class folders in {directory}; put each class's images in its own sub-folder"
             )
         return classes, {c: i for i, c in enumerate(classes)}
 
+    def make_dataset(
+        self, directory: str, class_to_idx: dict[str, int], *args: Any, **kwargs: Any
+    ) -> list[tuple[str, int]]:
+        """torchvision's order (classes sorted, then folders, then files), from a bounded scan that follows each
+        symlink once; the files it passes over (not images, or beside the class folders) go to `ignored`."""
+        with os.scandir(directory) as entries:
+            self.ignored = sorted(e.path for e in entries if not e.name.startswith(".") and not _is_dir(e, self.key))
+        samples = []
+        for name in sorted(class_to_idx):
+            images, others = scan(os.path.join(directory, name), self.key, *self.limits)
+            samples += [(p, class_to_idx[name]) for p in images]
+            self.ignored += others
+        return samples
+
     def __getitem__(self, index: int) -> tuple[Any, int]:
         path, target = self.samples[index]
         return read_sample(path, self.transform), target
+
+
+def _is_dir(entry: os.DirEntry, key: str) -> bool:
+    try:
+        return entry.is_dir()  # follows a symlink
+    except OSError as exc:  # a link to itself: ELOOP
+        raise DataError(f"{key}: {entry.path} cannot be followed ({exc.strerror}): a symlink loop; remove it") from None
+
+
+def scan(folder: str, key: str, max_other: int, max_depth: int) -> tuple[list[str], list[str]]:
+    """The image files under `folder` and the other files, hidden ones aside. Symlinks are followed, each real
+    folder once (a link back to a folder above is a loop, named); more than `max_other` files that are not
+    images, or folders deeper than `max_depth`, are refused: `/proc` or `/` given as data end in one line."""
+    root = _identity(folder)
+    seen = {root}
+    found: list[tuple[str, list[str]]] = []
+    others: list[str] = []
+    todo: list[tuple[str, int, dict[tuple[int, int], str]]] = [(folder, 0, {root: folder})]  # and its ancestors
+    while todo:
+        path, depth, above = todo.pop()
+        files = []
+        with os.scandir(path) as entries:
+            for e in entries:
+                if e.name.startswith("."):
+                    continue
+                if _is_dir(e, key):
+                    ident = _identity(e.path)
+                    if ident in above:
+                        raise DataError(
+                            f"{key}: {e.path} leads back to {above[ident]} (a symlink loop); remove the link"
+                        )
+                    if ident in seen:  # a folder linked twice: its images once
+                        continue
+                    if depth + 1 > max_depth:
+                        raise DataError(
+                            f"{key}: {e.path} is more than {max_depth} folders deep below {folder}; is it the right "
+                            "folder? (data.scan.max_depth sets the limit)"
+                        )
+                    seen.add(ident)
+                    todo.append((e.path, depth + 1, above | {ident: e.path}))
+                elif is_image_file(e.path):
+                    files.append(e.path)
+                else:
+                    others.append(e.path)
+                    if len(others) > max_other:
+                        raise DataError(
+                            f"{key}: {folder} holds more than {max_other:,} files that are not images; is it the "
+                            "right folder? (data.scan.max_other_files sets the limit)"
+                        )
+        found.append((path, sorted(files)))
+    return [p for _, files in sorted(found) for p in files], sorted(others)
+
+
+def _identity(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
 
 
 def read_sample(path: str, transform: Any) -> Any:
@@ -98,15 +168,6 @@ def decode_failure(exc: BaseException) -> str:
     if isinstance(exc, UnidentifiedImageError):
         return "no image decoder can identify it"
     return str(exc) or type(exc).__name__
-
-
-def _files_not_read(root: str, read: set[str]) -> list[str]:
-    """The files under `root` that ImageFolder passes over (not images, or outside a class folder), hidden ones aside."""
-    out = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        out += [p for f in sorted(files) if not f.startswith(".") and (p := os.path.join(folder, f)) not in read]
-    return out
 
 
 def is_image_file(path: str) -> bool:
@@ -143,7 +204,7 @@ def open_dataset(cfg: DataConfig, split: str, transform: Any, classes: list[str]
     """The `split` ('train' or 'val') dataset; `classes` (from train or a checkpoint) must match."""
     if cfg.dataset == "imagefolder":
         key = f"data.{split}"
-        ds = ImageFolder(getattr(cfg, split), transform, key)
+        ds = ImageFolder(getattr(cfg, split), transform, key, (cfg.scan.max_other_files, cfg.scan.max_depth))
     else:
         cls, folder, url = _CIFAR[cfg.dataset]
         assert cfg.root is not None  # the schema requires it for CIFAR

@@ -58,6 +58,19 @@ class SamplerConfig:
                     raise key_error(f"{path}.class_weights.{name}", f"weight must be >= 0, got {w}")
 
 
+@dataclass
+class ScanConfig:
+    """The bounds of a data folder's scan: a wrong folder (`/proc`, `/`, a home folder) ends in one line."""
+
+    max_other_files: int = 10_000  # files that are not images
+    max_depth: int = 32  # folders below a class folder
+
+    def _check(self, path: str) -> None:
+        for name in ("max_other_files", "max_depth"):
+            if getattr(self, name) < 0:
+                raise key_error(f"{path}.{name}", f"must be >= 0, got {getattr(self, name)}")
+
+
 BATCH_TRANSFORMS = ("MixUp", "CutMix")  # torchvision v2's transforms of whole batches
 
 
@@ -109,6 +122,7 @@ class DataConfig:
     cache_dir: str | None = None
     cache_size: int | None = None  # photos of many sizes: stored with the shorter side at most this (cache.py)
     subset: int | None = None
+    scan: ScanConfig = field(default_factory=ScanConfig)
 
     @property
     def eval_batch_size(self) -> int:
