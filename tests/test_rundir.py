@@ -183,3 +183,15 @@ def test_the_lock_names_its_holder_and_a_stale_file_is_taken_over(tmp_path):
     (run_dir / "a-file").write_text("x")
     with pytest.raises(RunDirError, match="is a file"):
         RunLock(run_dir / "a-file").acquire()
+
+
+def test_a_run_file_that_cannot_be_written_is_one_line(tmp_path, tiny_cfg_path):
+    assert run_cli("train", "--config", str(tiny_cfg_path), "--set", "train.epochs=1").returncode == 0
+    run_dir = tmp_path / "run"
+    (run_dir / "config.yaml").unlink()
+    (run_dir / "config.yaml").mkdir()  # where the file goes: writing it fails as a full disk would (OSError)
+    before = (run_dir / "last.pt").read_bytes()
+    proc = run_cli("train", "--config", str(tiny_cfg_path), "--resume")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"could not write the run's files in {run_dir}" in proc.stderr
+    assert (run_dir / "last.pt").read_bytes() == before  # the last checkpoint is kept

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from trainkit.errors import RunDirError
+from trainkit.errors import RunDirError, TrainingError
 
 LOCK_NAME = ".trainkit.lock"  # held (fcntl) by the one process that writes the run; holds its PID
 
@@ -193,6 +193,16 @@ class RunFiles:
         epochs of the checkpoint the run started from (whichever one it was), and steps.jsonl with it."""
         if self.done:
             return
+        try:
+            self._write()
+        except OSError as exc:  # a full disk, a read-only folder: one line, and the previous files are kept
+            raise TrainingError(
+                f"could not write the run's files in {self.run_dir} ({exc.strerror or exc}: {exc.filename}); "
+                "free some space or make it writable, then run the same command again"
+            ) from None
+        self.done = True
+
+    def _write(self) -> None:
         d = self.run_dir
         d.mkdir(parents=True, exist_ok=True)
         if self.overwrite:  # --overwrite: the previous run's trainkit files go now, and only now
@@ -206,7 +216,6 @@ class RunFiles:
             from torchvision.utils import save_image
 
             save_image(self.grid, d / "samples.png")
-        self.done = True
 
 
 @dataclass
