@@ -331,3 +331,20 @@ def test_nan_before_any_checkpoint_says_none_was_saved(tmp_path, tiny_data):
         engine.fit(run)
     assert "last.pt" not in str(caught.value)  # it named runs/x/last.pt, which did not exist
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("share", [1.0, 0.6], ids=["all-gone", "most-gone"])
+def test_an_epoch_of_mostly_bad_images_is_an_error_and_keeps_the_checkpoint(tmp_path, tiny_data, share):
+    from trainkit.errors import DataError
+
+    raw = tiny_config(tiny_data, tmp_path / "run", data={"on_bad_image": "skip"}, train={"epochs": 1})
+    train_in_process(raw)
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    raw["train"]["epochs"] = 3
+    run = build_run(config.from_dict(raw), resume=str(tmp_path / "run" / "last.pt"))
+    files = sorted((tiny_data / "train").glob("*/*.png"))
+    for f in files[: int(len(files) * share)]:  # the data goes away mid-run
+        f.unlink()
+    with pytest.raises(DataError, match=r"epoch 2: .* could not be decoded \(more than data.max_bad_fraction 0.5\)"):
+        engine.fit(run)  # (it ran epochs on 0 images, `skipped 24 bad images`, and ended with rc 0)
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before

@@ -17,11 +17,11 @@ import torch
 from torch import nn
 
 from trainkit import checkpoint, config, data, devices, distributed, evaluation, metrics, optim, pauses
-from trainkit.errors import TrainingError, plural
+from trainkit.errors import DataError, TrainingError, plural
 from trainkit.loaders import epoch_batches
 from trainkit.metrics import EpochMeters
 from trainkit.run import Run, State, banner, make_checkpoint
-from trainkit.rundir import RunFiles
+from trainkit.rundir import RunFiles, rank_top_k
 from trainkit.schema import EarlyStoppingConfig
 from trainkit.sinks import RunInfo
 
@@ -131,7 +131,11 @@ def _save(run: Run, files: RunFiles, record: dict[str, Any], best: bool = False)
     """The run files at the first save, then last.pt, best.pt and the top-k files (train.save_top_k): rank 0."""
     files.commit()
     k = run.cfg.train.save_top_k
-    kept, dropped = _top_k_entry(run, record) if k not in (0, 1) else (None, [])
+    kept: dict[str, Any] | None = None
+    dropped: list[dict[str, Any]] = []
+    if k not in (0, 1):
+        c = run.cfg.train
+        run.state.top_k, kept, dropped = rank_top_k(run.state.top_k, record, c.monitor, c.monitor_mode, k)
     ckpt = make_checkpoint(run, record)  # it carries the top-k list as it stands once this save is done
     checkpoint.atomic_save(ckpt, run.run_dir / "last.pt")
     if best and k != 0:
@@ -140,28 +144,6 @@ def _save(run: Run, files: RunFiles, record: dict[str, Any], best: bool = False)
         checkpoint.atomic_save(ckpt, run.run_dir / kept["file"])
         for old in dropped:  # only now that the new one is on disk
             (run.run_dir / old["file"]).unlink(missing_ok=True)
-
-
-def _top_k_entry(run: Run, record: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """This epoch's entry among the k best, kept in `state.top_k` (best first; among equals the newest first,
-    so the oldest worst goes), and the entries it pushes out; None when it has no monitored value or does not
-    make it."""
-    cfg, s = run.cfg.train, run.state
-    value = record.get(cfg.monitor)
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None, []
-    sign = -1.0 if cfg.monitor_mode == "max" else 1.0
-    entry = {
-        "value": value,
-        "epoch": record["epoch"],
-        "file": f"epoch={record['epoch']:03d}-{cfg.monitor}={value:.4f}.pt",
-    }
-    ranked = sorted([*s.top_k, entry], key=lambda e: (sign * e["value"], -e["epoch"]))
-    k = cfg.save_top_k if cfg.save_top_k > 0 else len(ranked)
-    if entry not in ranked[:k]:
-        return None, []
-    s.top_k = ranked[:k]
-    return entry, ranked[k:]
 
 
 def fit(run: Run) -> dict[str, Any]:
@@ -274,6 +256,7 @@ def _epoch_record(run: Run, epoch: int, train_m: dict[str, Any]) -> tuple[dict[s
         run.sinks.message(f"skipped {what} to decode: {', '.join(new[:5])}")
     if run.dist.enabled:  # each rank counts the files of its own shard
         bad = int(distributed.all_sum([bad], run.device)[0])
+    _check_bad_share(run, epoch, bad, int(train_m.get("samples", 0)))
     for key, count in (
         ("bad_images", bad),
         ("nan_skipped_steps", s.nan_skipped),
@@ -282,6 +265,18 @@ def _epoch_record(run: Run, epoch: int, train_m: dict[str, Any]) -> tuple[dict[s
         if count:
             record[key] = count
     return record, conf
+
+
+def _check_bad_share(run: Run, epoch: int, bad: int, good: int) -> None:
+    """An epoch that trained on no image, or on fewer than data.max_bad_fraction of them, is an error (the data
+    went away or rotted mid-run): one line, and the last checkpoint is kept."""
+    limit = run.cfg.data.max_bad_fraction
+    if bad and (not good or bad / (bad + good) > limit):
+        kept = f"{run.run_dir / 'last.pt'} (epoch {run.state.epoch}) is kept" if run.state.saved else "none was saved"
+        raise DataError(
+            f"epoch {epoch + 1}: {plural(bad, 'image')} of {bad + good:,} could not be decoded (more than "
+            f"data.max_bad_fraction {limit:g}); the last checkpoint, {kept}; check data.train"
+        )
 
 
 def _step_scheduler(run: Run, record: dict[str, Any]) -> None:

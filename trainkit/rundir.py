@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -42,6 +43,24 @@ def truncate_jsonl(path: Path, epochs: int) -> None:
 RUN_FILES = ("config.yaml", "metrics.jsonl", "steps.jsonl", "last.pt", "best.pt", "samples.png", "eval.json")
 TOP_K_FILES = "epoch=*.pt"  # train.save_top_k's checkpoints
 SINK_FOLDERS = ("tb",)  # what a sink may write before the first checkpoint (TensorBoard's event files)
+
+
+def rank_top_k(
+    top_k: list[dict[str, Any]], record: dict[str, Any], monitor: str, mode: str, k: int
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None, list[dict[str, Any]]]:
+    """train.save_top_k: the k best after this epoch (best first; among equals the newest first, so the oldest
+    worst goes), this epoch's entry when it makes it (None: no monitored value, or not among them), and the
+    entries it pushes out. k = -1 keeps all."""
+    value = record.get(monitor)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return top_k, None, []
+    entry = {"value": value, "epoch": record["epoch"], "file": f"epoch={record['epoch']:03d}-{monitor}={value:.4f}.pt"}
+    sign = -1.0 if mode == "max" else 1.0
+    ranked = sorted([*top_k, entry], key=lambda e: (sign * e["value"], -e["epoch"]))
+    k = k if k > 0 else len(ranked)
+    if entry not in ranked[:k]:
+        return top_k, None, []
+    return ranked[:k], entry, ranked[k:]
 
 
 def contents(path: Path) -> list[str]:

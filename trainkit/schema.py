@@ -118,6 +118,7 @@ class DataConfig:
     batch_transforms: list[Any] = field(default_factory=list)  # MixUp, CutMix: one per batch, chosen at random
     batch_calls: list[Call] = field(init=False, default_factory=list)
     on_bad_image: Literal["error", "skip"] = "error"
+    max_bad_fraction: float = 0.5  # on_bad_image: skip: an epoch with more of its images bad is an error
     cache: Literal["none", "memory", "disk"] = "none"
     cache_dir: str | None = None
     cache_size: int | None = None  # photos of many sizes: stored with the shorter side at most this (cache.py)
@@ -141,6 +142,8 @@ class DataConfig:
             check_count(value, f"{path}.{name}")
         if self.num_workers < 0:
             raise key_error(f"{path}.num_workers", f"must be >= 0, got {self.num_workers}")
+        if not 0.0 <= self.max_bad_fraction < 1.0:
+            raise key_error(f"{path}.max_bad_fraction", f"must be from 0 to below 1, got {self.max_bad_fraction}")
         check_parallel(self.num_workers, f"{path}.num_workers", "worker processes")
         if self.prefetch_factor is not None and self.num_workers == 0:
             raise key_error(f"{path}.prefetch_factor", "needs num_workers > 0")
