@@ -161,3 +161,30 @@ def test_a_stored_configs_side_effects_are_ignored_and_its_counts_capped(tmp_pat
     proc = run_cli("train", "--resume", str(hostile), "--set", "train.epochs=3", "--set", "data.cache=none", env=env)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "last.pt").is_file() and not evil.exists()
+
+
+def test_a_checkpoint_of_a_million_classes_gives_a_short_line(tmp_path, tiny_cfg_path):
+    import torch
+
+    assert run_cli("train", "--config", str(tiny_cfg_path), "--set", "train.epochs=1").returncode == 0
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    ckpt["classes"] = [f"class{i}" for i in range(10**6)]
+    torch.save(ckpt, tmp_path / "million.pt")
+    proc = run_cli(
+        "train",
+        "--config",
+        str(tiny_cfg_path),
+        "--resume",
+        str(tmp_path / "million.pt"),
+        "--run-dir",
+        str(tmp_path / "o"),
+    )
+    assert_user_error(proc, "the checkpoint's 1,000,000 classes (class0, class1", "and 999,995 more", "differ")
+    assert len(proc.stderr) < 2500  # it was a 9.9 MB line
+
+
+def test_an_error_line_is_cut_to_a_bounded_length():
+    from trainkit.errors import MAX_LINE, one_line
+
+    line = one_line("value: " + "x" * 10**6)
+    assert len(line) < MAX_LINE + 60 and line.endswith("more characters)") and "\n" not in line

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import trainkit
 from trainkit import model_commands, picture_commands
-from trainkit.errors import ConfigError, TrainingError, TrainkitError
+from trainkit.errors import ConfigError, TrainingError, TrainkitError, one_line
 
 if TYPE_CHECKING:  # the commands import what they need when they run: `trainkit --help` stays fast
     from trainkit.schema import Config
@@ -305,7 +305,7 @@ def _run(args: argparse.Namespace) -> int:
     except (TrainkitError, TrainingError) as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"trainkit: error: {' '.join(str(exc).split())}", file=sys.stderr)  # always one line
+        print(f"trainkit: error: {one_line(str(exc))}", file=sys.stderr)  # always one line, of bounded length
         return exc.exit_code
     except KeyboardInterrupt:
         print("trainkit: interrupted", file=sys.stderr)

@@ -61,6 +61,25 @@ def plural(n: int, noun: str, many: str | None = None) -> str:
     return f"{n:,} {noun if n == 1 else many or noun + 's'}"
 
 
+def some(items: list[Any], n: int = 5) -> str:
+    """`a, b, c, d, e and 999,995 more`: a list in a message stays short."""
+    shown = ", ".join(str(x) for x in items[:n])
+    return shown + (f" and {len(items) - n:,} more" if len(items) > n else "")
+
+
+MAX_LINE = 2000  # an error line longer than this is cut: a value from a file can be of any size
+
+
+def one_line(text: str) -> str:
+    """An error as one line of bounded length."""
+    line = " ".join(text.split())
+    return (
+        line
+        if len(line) <= MAX_LINE
+        else f"{line[: MAX_LINE - 100]} ... ({len(line) - MAX_LINE + 100:,} more characters)"
+    )
+
+
 def describe(value: Any) -> str:
     """Short description of a user value for an error message."""
     text = repr(value)

@@ -17,7 +17,7 @@ from torch import nn
 import trainkit
 from trainkit import checkpoint, config, data, devices, distributed, models, optim, shapes
 from trainkit.ema import EMA
-from trainkit.errors import CheckpointError, ConfigError, RunDirError
+from trainkit.errors import CheckpointError, ConfigError, RunDirError, some
 from trainkit.loggers import build as build_sinks
 from trainkit.mixing import BatchMix
 from trainkit.rundir import RunLock, prepare_run_dir
@@ -270,7 +270,11 @@ def build_run(
 
         notes.append(apply_whitening(model, cfg.model.whiten, d, cfg.seed))
     if ckpt is not None and ckpt.get("classes") != d.classes:
-        raise ConfigError(f"--resume {resume}: the checkpoint's classes {ckpt.get('classes')} differ from the data's")
+        theirs, ours = list(ckpt.get("classes") or []), d.classes
+        raise ConfigError(
+            f"--resume {resume}: the checkpoint's {len(theirs):,} classes ({some(theirs)}) differ from the data's "
+            f"{len(ours):,} ({some(ours)})"
+        )
     run_dir = cfg.run_path
     model.to(device)
     use_channels_last = devices.channels_last(cfg, model)
