@@ -104,7 +104,12 @@ _FORKED = ForkedCli({**os.environ, "PYTHONUNBUFFERED": "1"})  # its server start
 
 
 def run_cli(
-    *args: str, cwd: Path | None = None, timeout: float = 300, env: dict | None = None, **popen
+    *args: str,
+    cwd: Path | None = None,
+    timeout: float = 300,
+    env: dict | None = None,
+    memory: int | None = None,
+    **popen,
 ) -> subprocess.CompletedProcess:
     """The real `trainkit` command, as a user runs it; `env` adds to (or, with None values, removes from) os.environ.
 
@@ -115,7 +120,8 @@ def run_cli(
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     env = {k: v for k, v in env.items() if v is not None}
     if not popen and same_startup_env(env, _FORKED.env):
-        return _FORKED.run(list(args), cwd or ROOT, env, timeout)
+        return _FORKED.run(list(args), cwd or ROOT, env, timeout, memory)
+    assert memory is None, "a memory bound needs the forked command"
     return subprocess.run(
         [sys.executable, "-m", "trainkit", *args],
         cwd=cwd or ROOT,

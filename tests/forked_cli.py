@@ -57,6 +57,12 @@ def _child(request: dict[str, Any]) -> None:
         os.close(f)
     os.close(request["replies_fd"])
     sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115 (lives as long as the process)
+    if request.get("memory"):  # a bound on what the command may add to the memory it starts with
+        import resource
+
+        with open("/proc/self/status", encoding="ascii") as status:
+            vm = next(int(ln.split()[1]) * 1024 for ln in status if ln.startswith("VmSize:"))
+        resource.setrlimit(resource.RLIMIT_AS, (vm + int(request["memory"]), resource.RLIM_INFINITY))
     sys.argv = ["-m", *request["args"]]
     sys.path[0] = os.getcwd()  # as `python -m` sets it
     runpy.run_module("trainkit", run_name="__main__", alter_sys=True)  # ends in sys.exit(main())
@@ -124,13 +130,16 @@ class ForkedCli:
         line, self.pending = self.pending.split(b"\n", 1)
         return line.decode()
 
-    def run(self, args: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-        """`python -m trainkit ARGS` in `cwd` with `env` (whose start-up variables are the server's)."""
+    def run(
+        self, args: list[str], cwd: Path, env: dict[str, str], timeout: float, memory: int | None = None
+    ) -> subprocess.CompletedProcess:
+        """`python -m trainkit ARGS` in `cwd` with `env` (whose start-up variables are the server's); `memory`:
+        bytes of address space the command may add to the server's (RLIMIT_AS), past which it fails."""
         assert same_startup_env(env, self.env)
         proc = self._server()
         assert proc.stdin is not None
         out, err = self.tmp / "stdout", self.tmp / "stderr"
-        request = {"args": args, "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err)}
+        request = {"args": args, "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err), "memory": memory}
         proc.stdin.write((json.dumps(request) + "\n").encode())
         proc.stdin.flush()
         self.runs += 1
