@@ -195,3 +195,31 @@ def test_a_run_file_that_cannot_be_written_is_one_line(tmp_path, tiny_cfg_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert f"could not write the run's files in {run_dir}" in proc.stderr
     assert (run_dir / "last.pt").read_bytes() == before  # the last checkpoint is kept
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """Makes a folder read-only for everyone, root too (a read-only bind mount of it over itself)."""
+    mounted = []
+
+    def make(folder: Path) -> None:
+        proc = subprocess.run(["mount", "--bind", "-o", "ro", str(folder), str(folder)], capture_output=True)
+        if proc.returncode != 0:
+            pytest.skip(f"no read-only bind mount here: {proc.stderr.decode()[-200:]}")
+        mounted.append(folder)
+
+    yield make
+    for folder in mounted:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+@pytest.mark.parametrize("flag", ["--resume", "--overwrite"])
+def test_a_read_only_run_directory_is_one_line_at_start(tmp_path, tiny_cfg_path, read_only, flag):
+    assert run_cli("train", "--config", str(tiny_cfg_path), "--set", "train.epochs=1").returncode == 0
+    run_dir = tmp_path / "run"
+    before = snapshot(run_dir)
+    read_only(run_dir)
+    proc = run_cli("train", "--config", str(tiny_cfg_path), flag)
+    assert_user_error(proc, f"run_dir {run_dir}: cannot write in it (Read-only file system)")
+    assert "epoch 1/" not in proc.stdout and "epoch 2/" not in proc.stdout  # refused before any training
+    assert snapshot(run_dir) == before
