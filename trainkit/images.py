@@ -8,6 +8,7 @@ the main process can name the file (`on_bad_image: error`) or count it
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -101,8 +102,10 @@ class ImageFolder(datasets.ImageFolder):
 def _is_dir(entry: os.DirEntry, key: str) -> bool:
     try:
         return entry.is_dir()  # follows a symlink
-    except OSError as exc:  # a link to itself: ELOOP
-        raise DataError(f"{key}: {entry.path} cannot be followed ({exc.strerror}): a symlink loop; remove it") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a link to itself
+            raise DataError(f"{key}: {entry.path} cannot be followed: a symlink loop; remove it") from None
+        raise DataError(f"{key}: {entry.path} cannot be read ({exc.strerror}); is it the right folder?") from None
 
 
 def scan(folder: str, key: str, max_other: int, max_depth: int) -> tuple[list[str], list[str]]:

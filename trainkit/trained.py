@@ -66,6 +66,7 @@ def checkpoint_config(
 
 
 # a stored config's keys that would download, or write where its author chose
+PREFETCH = 8  # batches each DataLoader worker may hold ahead, from a checkpoint's config (torch's default is 2)
 IGNORED = (("data", "download", False), ("data", "cache_dir", None), ("", "run_dir", None))
 
 
@@ -81,12 +82,16 @@ def untrusted(raw: dict[str, Any]) -> list[str]:
                 said.append(f"ignored {section}.{key}: {node[key]!r}")
             node[key] = safe
     cpus = os.cpu_count() or 1
-    for section, key in (("data", "num_workers"), ("", "threads")):
+    for section, key, limit, unit in (
+        ("data", "num_workers", cpus, "this machine's CPUs"),
+        ("", "threads", cpus, "this machine's CPUs"),
+        ("data", "prefetch_factor", PREFETCH, "batches a worker loads ahead"),
+    ):
         node = raw.get(section) if section else raw
         value = node.get(key) if isinstance(node, dict) else None
-        if isinstance(value, int) and not isinstance(value, bool) and value > cpus:
-            said.append(f"capped {(section + '.') if section else ''}{key} {value} to this machine's {cpus} CPUs")
-            node[key] = cpus  # type: ignore[index]
+        if isinstance(value, int) and not isinstance(value, bool) and value > limit:
+            said.append(f"capped {(section + '.') if section else ''}{key} {value} to {limit} ({unit})")
+            node[key] = limit  # type: ignore[index]
     return said
 
 
