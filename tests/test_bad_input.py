@@ -215,7 +215,7 @@ CASES = {
     "seed-negative": (lambda w: ["train", "--config", str(w["cfg"]), "--set", "seed=-1"], ["seed: must be"]),
     "label-smoothing": (
         lambda w: ["train", "--config", str(w["cfg"]), "--set", "train.loss.label_smoothing=5"],
-        ["train.loss.label_smoothing: must be from 0.0 to 1.0, got 5"],
+        ["train.loss.label_smoothing: must be a number from 0.0 to 1.0, got 5"],
     ),
     "lambda-transform": (
         lambda w: ["train", "--config", str(w["cfg"]), "--set", "data.transforms.train=[{Lambda: [str]}]"],

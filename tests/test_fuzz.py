@@ -122,7 +122,7 @@ KEYS = [
     "train.log_every", "train.loss.label_smoothing", "train.checkpoint_every", "train.save_top_k", "train.ema",
     "log.visdom.port", "log.visdom.env", "log.progress",
 ]  # fmt: skip
-CLI_FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+CLI_FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 MEMORY = 4 * 2**30  # what one command may add to the address space of the process it starts as
 
 

@@ -90,9 +90,11 @@ class LossConfig:
 
     def _check(self, path: str) -> None:
         _check_class(path, "loss", specs.nn_losses(), self.type, self.kwargs)
-        smoothing = self.kwargs.get("label_smoothing")
-        if isinstance(smoothing, (int, float)) and not 0.0 <= smoothing <= 1.0:  # torch: "in [0.0, 1.0]"
-            raise key_error(f"{path}.label_smoothing", f"must be from 0.0 to 1.0, got {smoothing}")
+        if "label_smoothing" in self.kwargs:  # torch: a float "in [0.0, 1.0]"
+            smoothing = self.kwargs["label_smoothing"]
+            number = isinstance(smoothing, (int, float)) and not isinstance(smoothing, bool)
+            if not number or not 0.0 <= smoothing <= 1.0:
+                raise key_error(f"{path}.label_smoothing", f"must be a number from 0.0 to 1.0, got {smoothing!r}")
 
 
 @dataclass
