@@ -112,6 +112,13 @@ def scan(folder: str, key: str, max_other: int, max_depth: int) -> tuple[list[st
     """The image files under `folder` and the other files, hidden ones aside. Symlinks are followed, each real
     folder once (a link back to a folder above is a loop, named); more than `max_other` files that are not
     images, or folders deeper than `max_depth`, are refused: `/proc` or `/` given as data end in one line."""
+    try:
+        return _scan(folder, key, max_other, max_depth)
+    except OSError as exc:  # an unreadable folder on the way
+        raise DataError(f"{key}: {exc.filename} cannot be read ({exc.strerror}); is it the right folder?") from None
+
+
+def _scan(folder: str, key: str, max_other: int, max_depth: int) -> tuple[list[str], list[str]]:
     root = _identity(folder)
     seen = {root}
     found: list[tuple[str, list[str]]] = []
