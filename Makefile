@@ -14,15 +14,15 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt trainkit/visdom_assets.py
+$(STAMP): pyproject.toml constraints.txt trainkit/sinks/visdom_assets.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade 'pip>=25.3' 'setuptools<81' wheel
 	$(BIN)/python -m pip install -q -e '.[dev,tensorboard,export]'
-	$(BIN)/python -m trainkit.visdom_assets   # visdom's JS/CSS from the npm registry: its server then starts offline
+	$(BIN)/python -m trainkit.sinks.visdom_assets   # visdom's JS/CSS from the npm registry: its server then starts offline
 	touch $@
 
 demo: install
-	$(BIN)/python -m trainkit.digits data/digits
+	$(BIN)/python -m trainkit.data.digits data/digits
 	$(BIN)/trainkit train --config configs/digits.yaml --overwrite
 	$(BIN)/trainkit eval --ckpt runs/digits/best.pt
 

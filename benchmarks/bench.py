@@ -130,7 +130,7 @@ def worker_idiomatic(data: Path, steps: int, device):
 def trainkit_config(data: Path, steps: int, device, run_dir: Path, cache: list[str], photos: bool = False):
     """`configs/bench_cifar10.yaml` (or `bench_flowers.yaml`) over a subset of `steps` batches (one epoch per
     timed window)."""
-    from trainkit import config
+    from trainkit.run import config
 
     return config.load_config(
         ROOT / "configs" / ("bench_flowers.yaml" if photos else "bench_cifar10.yaml"),
@@ -155,9 +155,9 @@ def worker_ceiling(data: Path, steps: int, device, photos: bool = False):
     loop that does nothing else, on batches that are already augmented and already on the device (one
     epoch of (c)'s own loader, collected before timing). trainkit does strictly more, so c <= b."""
 
-    from trainkit import devices
-    from trainkit.loaders import epoch_batches
-    from trainkit.run import build_run
+    from trainkit.data.loaders import epoch_batches
+    from trainkit.run import devices
+    from trainkit.run.build import build_run
 
     run_dir = Path(tempfile.mkdtemp(prefix="trainkit-bench-b-"))
     cfg = trainkit_config(data, steps, device, run_dir, [] if photos else ["data.cache=memory"], photos)
@@ -190,9 +190,9 @@ def worker_ceiling(data: Path, steps: int, device, photos: bool = False):
 
 def worker_trainkit(data: Path, steps: int, device):
     """(c) trainkit: the shipped config, through trainkit's own setup and training loop."""
-    from trainkit.cache import cache_dataset
-    from trainkit.images import ImageFolder
-    from trainkit.run import build_run
+    from trainkit.data.cache import cache_dataset
+    from trainkit.data.images import ImageFolder
+    from trainkit.run.build import build_run
 
     run_dir = Path(tempfile.mkdtemp(prefix="trainkit-bench-run-"))
     cache_dir = Path(tempfile.mkdtemp(prefix="trainkit-bench-cache-"))
@@ -214,8 +214,8 @@ def worker_trainkit(data: Path, steps: int, device):
 
 def whole_epochs(run, steps: int):
     """`go(n)`: one training epoch of the subset per timed window; `go.data_only(n)`: its batches alone."""
-    from trainkit import engine
-    from trainkit.loaders import epoch_batches
+    from trainkit.data.loaders import epoch_batches
+    from trainkit.run import loop as engine
 
     epoch = 0
 
@@ -248,8 +248,8 @@ def worker_photo_idiomatic(data: Path, steps: int, device):
     from torchvision import datasets
     from torchvision import transforms as T
 
-    from trainkit import models
-    from trainkit.data import subset_indices
+    from trainkit.data.build import subset_indices
+    from trainkit.models import build as models
 
     cfg = trainkit_config(data, steps, device, Path(tempfile.mkdtemp(prefix="trainkit-bench-pa-")), [], True)
     norm = next(c for c in cfg.data.transforms.train_calls if c.name == "Normalize")
@@ -286,9 +286,9 @@ def worker_photo_ceiling(data: Path, steps: int, device):
 
 def worker_photo_trainkit(data: Path, steps: int, device):
     """(c) on photos: configs/bench_flowers.yaml (the photo store) through trainkit's loop."""
-    from trainkit.cache import cache_dataset
-    from trainkit.images import ImageFolder
-    from trainkit.run import build_run
+    from trainkit.data.cache import cache_dataset
+    from trainkit.data.images import ImageFolder
+    from trainkit.run.build import build_run
 
     full = ImageFolder(str(data / "train"), None, "data.train")
     start = time.perf_counter()

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torchvision
 
-from trainkit import checkpoint
+from trainkit.store import checkpoint
 
 
 def main() -> None:

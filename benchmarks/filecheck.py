@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trainkit.filecheck import find_bad_files  # noqa: E402
+from trainkit.data.filecheck import find_bad_files  # noqa: E402
 
 TARBALL = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
 DEST = Path("/tmp/trainkit-bench-cifar10")

@@ -4,7 +4,7 @@
 
 Both run in this process on one checkpoint (a 1-epoch run of configs/flowers.yaml, trained once if
 missing; speed does not depend on accuracy): eval's loop over its val loader (`evaluation.evaluate`)
-and predict's (`inference.predict`, top-1, no --out) over the same files, alternately, three rounds
+and predict's (`inference.predict_files`, top-1, no --out) over the same files, alternately, three rounds
 each after one warm-up round. The goal: predict's images/s at least eval's.
 """
 
@@ -22,10 +22,11 @@ sys.path.insert(0, str(ROOT))
 
 from bench import unpack  # noqa: E402
 
-from trainkit import inference, optim  # noqa: E402
-from trainkit.evaluation import evaluate  # noqa: E402
-from trainkit.loaders import epoch_batches  # noqa: E402
-from trainkit.trained import load_trained  # noqa: E402
+from trainkit.data.loaders import epoch_batches  # noqa: E402
+from trainkit.models import optim  # noqa: E402
+from trainkit.run.evaluation import evaluate  # noqa: E402
+from trainkit.trained import predict as inference  # noqa: E402
+from trainkit.trained.load import load_trained  # noqa: E402
 
 TARBALL = ROOT.parent / "shared" / "data" / "flowers-photos.tar.gz"
 DEST = Path("/tmp/trainkit-bench-flowers")
@@ -45,7 +46,7 @@ def main() -> None:
     t = load_trained(checkpoint(flowers), device="cpu")
     d = t.val_data()
     loss_fn = optim.build_loss(t.cfg.train.loss, t.classes)
-    inputs = inference.collect([str(flowers / "val")], t.classes)
+    inputs = inference.find_images([str(flowers / "val")], t.classes)
     n = len(inputs.paths)
 
     def run_eval() -> float:
@@ -56,7 +57,7 @@ def main() -> None:
 
     def run_predict() -> float:
         start = time.perf_counter()
-        rows, _ = inference.predict(t, inputs, 1, None, "off", "error")
+        rows, _ = inference.predict_files(t, inputs, 1, None, "off", "error")
         assert len(rows) == n
         return n / (time.perf_counter() - start)
 

@@ -13,7 +13,7 @@ import time
 import matplotlib
 import torch  # noqa: F401  (imported by every train before its report)
 
-from trainkit import report
+from trainkit.trained import report
 
 
 def main() -> None:

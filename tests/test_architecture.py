@@ -1,5 +1,6 @@
-"""The architecture as tests: imports point down the layers and never in a circle (lazy imports included),
-every module has its place, and no module outgrows a screenful of concerns."""
+"""The architecture as tests: the packages are layered and imports point down them, never in a circle
+(between modules or between packages, lazy imports included); a few modules sit at the top; functions fit
+on a screen, modules stay small; and the extension tables list every kind that exists."""
 
 from __future__ import annotations
 
@@ -10,76 +11,40 @@ from conftest import ROOT
 
 PACKAGE = ROOT / "trainkit"
 
-# Bottom to top. A module may import modules of its own layer or of the layers below, never above.
-LAYERS: list[tuple[str, set[str]]] = [
-    ("errors and spec helpers", {"errors", "specs", "modelspec"}),
-    ("the safe YAML reader", {"yamlio"}),
-    ("schema and config", {"schema_train", "schema", "config"}),
-    ("checkpoint file format and I/O", {"checkpoint"}),
-    (
-        "builders",
-        {
-            "devices",
-            "distributed",
-            "images",
-            "filecheck",
-            "samplers",
-            "augment",
-            "cache",
-            "loaders",
-            "data",
-            "models",
-            "optim",
-            "shapes",
-            "whiten",
-            "ema",
-            "metrics",
-            "mixing",
-        },
-    ),
-    (
-        "the run: sinks, building a run, loading a trained one, the loop",
-        {
-            "sinks",
-            "loggers",
-            "plots",
-            "tensorboard_sink",
-            "rundir",
-            "trained",
-            "resuming",
-            "pauses",
-            "run",
-            "engine",
-            "evaluation",
-            "smoke",
-            "inference",
-            "export",
-            "report",
-            "lr_find",
-        },
-    ),
-    (
-        "commands",
-        {
-            "cli",
-            "launch",
-            "__main__",
-            "__init__",
-            "digits",
-            "visdom_assets",
-            "visdom_server",
-            "model_commands",
-            "picture_commands",
-        },
-    ),
+# Bottom to top. A package may import its own modules and the packages below it, never one above.
+# The top-level modules are placed as packages of one: `text` and `errors` under everything, `cli` on top.
+PACKAGES: list[tuple[str, str]] = [
+    ("text", "words and numbers for people: every message, table and progress line"),
+    ("errors", "the error types, one per area, and the checks their messages share"),
+    ("config", "safe YAML, spec parsing, the typed builder and --set, the loop's own sections"),
+    ("store", "atomic writes, the checkpoint file format and its safe load, the run directory"),
+    ("data", "the data section, the dataset types' table, datasets, transforms, samplers, loaders, caches"),
+    ("models", "the model section, the model sources' table, building, optimizers, EMA, shapes"),
+    ("sinks", "the log section, the sinks' table, one module per sink"),
+    ("run", "a run's whole config; building a run, the loop, evaluation, devices, distributed"),
+    ("trained", "loading a trained run from its checkpoint; evaluate, predict, features, export, report"),
+    ("commands", "one module per command or close family"),
+    ("cli", "argparse from the command table, errors to exit codes"),
+    ("__main__", "python -m trainkit"),
 ]
+ROOT_MODULES = {"__init__", "__main__", "cli", "errors", "text"}
+MAX_FUNCTION_LINES = 60
+MAX_MODULE_LINES = 400
+
+
+def module_name(path: Path, package: Path) -> str:
+    """`trainkit/run/loop.py` -> `run.loop`; `trainkit/run/__init__.py` -> `run`; `trainkit/cli.py` -> `cli`."""
+    parts = list(path.relative_to(package).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" and len(parts) > 1 else parts)
 
 
 def import_graph(package: Path) -> dict[str, set[str]]:
-    """Module -> the package's modules it imports, at module level or inside functions."""
-    modules = {p.stem for p in package.glob("*.py")}
+    """Module -> the package's modules it imports, at module level or inside functions (`a.b` or `a` for a
+    package's __init__)."""
+    paths = sorted(package.rglob("*.py"))
+    modules = {module_name(p, package) for p in paths}
     graph: dict[str, set[str]] = {}
-    for path in package.glob("*.py"):
+    for path in paths:
         deps: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             names: list[str] = []
@@ -89,10 +54,27 @@ def import_graph(package: Path) -> dict[str, set[str]]:
                 names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
             for name in names:
                 parts = name.split(".")
-                if parts[0] == package.name and len(parts) > 1 and parts[1] in modules:
-                    deps.add(parts[1])
-        graph[path.stem] = deps - {path.stem}
+                if parts[0] != package.name:
+                    continue
+                # the longest prefix that is a module: `from trainkit.run import config` -> run.config
+                for cut in range(len(parts), 1, -1):
+                    if ".".join(parts[1:cut]) in modules:
+                        deps.add(".".join(parts[1:cut]))
+                        break
+        me = module_name(path, package)
+        graph[me] = deps - {me}
     return graph
+
+
+def package_of(module: str) -> str:
+    return module.split(".")[0]
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for module, deps in graph.items():
+        out.setdefault(package_of(module), set()).update(package_of(d) for d in deps)
+    return {p: deps - {p} for p, deps in out.items()}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -103,7 +85,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     def visit(node: str) -> list[str] | None:
         state[node] = 1
         path.append(node)
-        for dep in sorted(graph[node]):
+        for dep in sorted(graph.get(node, ())):
             if state.get(dep) == 1:
                 return path[path.index(dep) :] + [dep]
             if dep not in state and (found := visit(dep)):
@@ -118,54 +100,93 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def long_functions(path: Path, limit: int) -> list[str]:
+    """`file:line name (N lines)` for each function or method longer than `limit` lines (its decorators and
+    docstring included)."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            n = (node.end_lineno or node.lineno) - first + 1
+            if n > limit:
+                out.append(f"{path}:{node.lineno} {node.name} ({n} lines)")
+    return out
+
+
 def test_the_cycle_finder_finds_a_lazy_import_cycle(tmp_path):
     pkg = tmp_path / "pkg"
-    pkg.mkdir()
+    (pkg / "sub").mkdir(parents=True)
     (pkg / "a.py").write_text("from pkg import b\n")
-    (pkg / "b.py").write_text("def f():\n    from pkg.c import g\n")
-    (pkg / "c.py").write_text("import pkg.a\n")
+    (pkg / "b.py").write_text("def f():\n    from pkg.sub.c import g\n")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "c.py").write_text("import pkg.a\n")
     graph = import_graph(pkg)
-    assert graph == {"a": {"b"}, "b": {"c"}, "c": {"a"}}
-    assert find_cycle(graph) == ["a", "b", "c", "a"]
+    assert graph == {"a": {"b"}, "b": {"sub.c"}, "sub": set(), "sub.c": {"a"}}
+    assert find_cycle(graph) == ["a", "b", "sub.c", "a"]
+    assert find_cycle(package_graph(graph)) == ["a", "b", "sub", "a"]
 
 
-def test_no_import_cycle():
-    cycle = find_cycle(import_graph(PACKAGE))
-    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+def test_the_function_length_check_finds_a_long_function(tmp_path):
+    body = "".join(f"    x{i} = {i}\n" for i in range(61))
+    (tmp_path / "m.py").write_text(f"def short():\n    pass\n\n\ndef long():\n{body}")
+    found = long_functions(tmp_path / "m.py", MAX_FUNCTION_LINES)
+    assert len(found) == 1 and found[0].endswith("long (62 lines)"), found
 
 
-def test_every_module_has_a_layer_and_imports_point_down():
-    layer_of = {m: i for i, (_, mods) in enumerate(LAYERS) for m in mods}
+def test_no_import_cycle_between_modules_or_packages():
     graph = import_graph(PACKAGE)
-    assert set(graph) == set(layer_of), f"place these modules in LAYERS: {sorted(set(graph) ^ set(layer_of))}"
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+    cycle = find_cycle(package_graph(graph))
+    assert cycle is None, "package import cycle: " + " -> ".join(cycle or [])
+
+
+def test_every_package_has_a_floor_and_imports_point_down():
+    floor = {name: i for i, (name, _) in enumerate(PACKAGES)}
+    graph = import_graph(PACKAGE)
+    packages = {package_of(m) for m in graph} - {"__init__"}
+    assert packages == set(floor), f"place these in PACKAGES: {sorted(packages ^ set(floor))}"
     upward = [
-        f"{m} ({LAYERS[layer_of[m]][0]}) imports {d} ({LAYERS[layer_of[d]][0]})"
+        f"{m} imports {d}: {package_of(d)} sits above {package_of(m)}"
         for m, deps in graph.items()
+        if m != "__init__"
         for d in deps
-        if layer_of[d] > layer_of[m]
+        if floor[package_of(d)] > floor[package_of(m)]
     ]
     assert not upward, upward
 
 
-def test_the_config_layer_imports_no_builder_and_the_loop_names_no_sink():
+def test_few_modules_at_the_top_and_every_package_has_an_init():
+    top = {p.stem for p in PACKAGE.glob("*.py")}
+    assert top == ROOT_MODULES and len(top) <= 8, top
+    for folder in [p for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"]:
+        assert (folder / "__init__.py").is_file(), folder
+
+
+def test_building_a_run_knows_nothing_of_loading_a_trained_one():
     graph = import_graph(PACKAGE)
-    for module in ("schema", "config", "checkpoint"):
-        allowed = {"errors", "specs", "modelspec", "yamlio", "schema", "schema_train"}
-        assert graph[module] <= allowed, (module, graph[module])
-    assert not graph["engine"] & {"plots", "tensorboard_sink", "loggers"}, graph["engine"]
-    # the modules that import visdom (its client; its server), and the one that imports torchnet
+    assert not any(d.startswith("trained") for m, deps in graph.items() if package_of(m) == "run" for d in deps)
+    assert "store.checkpoint" not in graph["models.build"], "a model source builds; the store reads weights"
+    assert not {d for d in graph["sinks.console"] if package_of(d) == "run"}, graph["sinks.console"]
+    assert not graph["run.loop"] & {"sinks.visdom", "sinks.tensorboard", "sinks.console", "sinks.csv"}
+
+
+def test_visdom_and_torchnet_are_each_imported_in_one_place():
     importers: dict[str, set[str]] = {"visdom": set(), "torchnet": set()}
-    for path in PACKAGE.glob("*.py"):
+    for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
             names += [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
             for name in names:
                 if name.split(".")[0] in importers:
-                    importers[name.split(".")[0]].add(path.stem)
-    assert importers == {"visdom": {"plots", "visdom_server"}, "torchnet": {"metrics"}}, importers
+                    importers[name.split(".")[0]].add(module_name(path, PACKAGE))
+    assert importers == {"visdom": {"sinks.visdom", "sinks.visdom_server"}, "torchnet": {"run.metrics"}}, importers
 
 
-def test_module_sizes():
-    lines = {p.stem: len(p.read_text(encoding="utf-8").splitlines()) for p in PACKAGE.glob("*.py")}
-    assert lines["engine"] <= 300, lines["engine"]
-    assert max(lines.values()) <= 400, max(lines.items(), key=lambda kv: kv[1])
+def test_functions_fit_on_a_screen_and_modules_stay_small():
+    paths = sorted(PACKAGE.rglob("*.py"))
+    long = [f for p in paths for f in long_functions(p, MAX_FUNCTION_LINES)]
+    assert not long, long
+    lines = {module_name(p, PACKAGE): len(p.read_text(encoding="utf-8").splitlines()) for p in paths}
+    assert lines["run.loop"] <= 300, lines["run.loop"]
+    assert max(lines.values()) <= MAX_MODULE_LINES, max(lines.items(), key=lambda kv: kv[1])

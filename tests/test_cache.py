@@ -13,12 +13,15 @@ from conftest import make_image_folder, tiny_config
 from PIL import Image
 from torchvision.transforms import v2
 
-from trainkit import config, data, devices, engine, images
-from trainkit.augment import BatchAugment, flip, random_crop
-from trainkit.cache import cache_dataset
+from trainkit.config.specs import ToTensor
+from trainkit.data import build as data
+from trainkit.data import images
+from trainkit.data.augment import BatchAugment, flip, random_crop
+from trainkit.data.cache import cache_dataset
 from trainkit.errors import DataError
-from trainkit.run import build_run
-from trainkit.specs import ToTensor
+from trainkit.run import config, devices
+from trainkit.run import loop as engine
+from trainkit.run.build import build_run
 
 CPU = torch.device("cpu")
 
@@ -159,7 +162,7 @@ def test_channels_last_auto_means_convolutional_models():
 
 MALLINFO = """
 import ctypes, sys, torch
-from trainkit import devices
+from trainkit.run import devices
 
 class Info(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in

@@ -11,8 +11,8 @@ import torch
 from conftest import Payload
 from torch import nn
 
-from trainkit import checkpoint
 from trainkit.errors import CheckpointError
+from trainkit.store import checkpoint
 
 
 def test_atomic_save_round_trip_and_no_temporary_left(tmp_path):

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from trainkit import config, schema
 from trainkit.errors import ConfigError
+from trainkit.run import config
+from trainkit.run.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_text(tmp_path: Path, text: str, overrides=()) -> schema.Config:
+def load_text(tmp_path: Path, text: str, overrides=()) -> Config:
     path = tmp_path / "cfg.yaml"
     path.write_text(text)
     return config.load_config(path, overrides)
@@ -169,7 +170,8 @@ def test_default_run_dir_follows_name(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
 def test_every_shipped_config_loads_and_builds_its_model_and_optimizer(name):
-    from trainkit import models, optim
+    from trainkit.models import build as models
+    from trainkit.models import optim
 
     cfg = config.load_config(ROOT / "configs" / name)
     model = models.build_model(cfg.model, seed=cfg.seed)

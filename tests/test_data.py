@@ -13,18 +13,20 @@ import torch
 from conftest import make_image_folder
 from PIL import Image
 
-from trainkit import config, data, schema
+from trainkit.data import build as data
+from trainkit.data.loaders import epoch_batches
+from trainkit.data.schema import DataConfig
 from trainkit.errors import ConfigError, DataError
-from trainkit.loaders import epoch_batches
+from trainkit.run import config
 
 
-def data_cfg(tmp_path: Path, text: str) -> schema.DataConfig:
+def data_cfg(tmp_path: Path, text: str) -> DataConfig:
     path = tmp_path / "cfg.yaml"
     path.write_text(text + "\nmodel: {sequential: [Flatten]}\n")
     return config.load_config(path).data
 
 
-def folder_cfg(tmp_path: Path, root: Path, extra: str = "") -> schema.DataConfig:
+def folder_cfg(tmp_path: Path, root: Path, extra: str = "") -> DataConfig:
     # the defaults that `extra` does not set itself (a key given twice is an error)
     defaults = "".join(f", {k}: {v}" for k, v in (("num_workers", 0), ("batch_size", 4)) if f" {k}:" not in extra)
     return data_cfg(tmp_path, f"data: {{train: {root / 'train'}, val: {root / 'val'}{defaults}{extra}}}")
@@ -165,7 +167,7 @@ def test_weighted_sampler_draws_the_expected_class_mix(tmp_path, weights, expect
         tmp_path, root, f", batch_size: 500, sampler: {{type: weighted, class_weights: {weights}, num_samples: 6000}}"
     )
     d = build(cfg)
-    assert np.allclose(d.mix, expected)
+    assert np.allclose(d.class_mix, expected)
     labels = torch.cat([y for _, y in epoch_batches(d.train_loader, 0)]).numpy()
     assert len(labels) == 6000
     freq = np.bincount(labels, minlength=3) / len(labels)
@@ -296,7 +298,7 @@ def test_proc_as_the_val_folder_is_one_line(tmp_path, tiny_data):
 
 
 def test_linked_folders_are_followed_once_in_torchvisions_order(tmp_path, tiny_data):
-    from trainkit.images import scan
+    from trainkit.data.images import scan
 
     elsewhere = tmp_path / "more-cats"
     shutil.copytree(tiny_data / "train" / "cat", elsewhere)

@@ -16,8 +16,9 @@ import torch
 from conftest import ROOT, assert_user_error, make_image_folder, run_cli, tiny_config, write_yaml
 from torch.utils.data import WeightedRandomSampler
 
-from trainkit import checkpoint, schema
-from trainkit.samplers import EpochSampler, expected_mix, sample_class_weights
+from trainkit.data.samplers import EpochSampler, expected_mix, sample_class_weights
+from trainkit.data.schema import SamplerConfig
+from trainkit.store import checkpoint
 
 # a PNG signature and end chunk around garbage: it passes the check at start and fails when decoded
 UNDECODABLE_PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 2 + b"\x00\x00\x00\x00IEND\xaeB`\x82"
@@ -96,7 +97,7 @@ def test_a_ddp_checkpoint_loads_in_single_process_eval_and_inspect_shapes(ddp_wo
 
 def test_the_distributed_weighted_sampler_draws_the_single_process_mix():
     targets = [0] * 300 + [1] * 100 + [2] * 50
-    cfg = schema.SamplerConfig(type="weighted", class_weights="balanced", num_samples=4000)
+    cfg = SamplerConfig(type="weighted", class_weights="balanced", num_samples=4000)
     classes = ["a", "b", "c"]
     weights = torch.tensor([sample_class_weights(cfg, targets, classes)[t] for t in targets], dtype=torch.double)
 

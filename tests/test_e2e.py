@@ -79,7 +79,7 @@ def test_eval_with_other_data_and_out_file(tmp_path, tiny_data):
 @pytest.mark.slow
 def test_digits_demo_reaches_95_percent_in_under_two_minutes(tmp_path):
     data_dir = tmp_path / "digits"
-    subprocess.run([sys.executable, "-m", "trainkit.digits", str(data_dir)], check=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-m", "trainkit.data.digits", str(data_dir)], check=True, cwd=ROOT)
     start = time.perf_counter()
     proc = run_cli(
         "train",

@@ -9,8 +9,10 @@ import torch
 from conftest import assert_user_error, run_cli, tiny_config, write_yaml
 from torch import nn
 
-from trainkit import checkpoint, config, models
-from trainkit.ema import EMA
+from trainkit.models import build as models
+from trainkit.models.ema import EMA
+from trainkit.run import config
+from trainkit.store import checkpoint
 
 
 def small_net() -> nn.Module:

@@ -9,9 +9,12 @@ import pytest
 import torch
 from conftest import make_image_folder, tiny_config
 
-from trainkit import config, devices, engine, optim, schema
+from trainkit.config.train import LossConfig, OptimConfig
 from trainkit.errors import DeviceError, TrainingError
-from trainkit.run import Run, build_run
+from trainkit.models import optim
+from trainkit.run import config, devices
+from trainkit.run import loop as engine
+from trainkit.run.build import Run, build_run
 
 
 def setup_run(tmp_path: Path, data_root: Path, **sections) -> Run:
@@ -45,7 +48,7 @@ def test_no_weight_decay_on_biases_and_norm_weights_by_default(tmp_path, tiny_da
     groups = run.optimizer.param_groups
     assert [g["weight_decay"] for g in groups] == [0.01, 0.0]
     assert sum(p.numel() for p in groups[0]["params"]) == 4 * 3 * 9 + 2 * 4  # conv and linear weights only
-    cfg = schema.OptimConfig(type="SGD", lr=0.1, decay_norm_and_bias=True, kwargs={"weight_decay": 0.01})
+    cfg = OptimConfig(type="SGD", lr=0.1, decay_norm_and_bias=True, kwargs={"weight_decay": 0.01})
     assert len(optim.build_optimizer(run.model, cfg).param_groups) == 1
 
 
@@ -68,7 +71,7 @@ def test_onecycle_steps_per_step_and_warmup_ramps(tmp_path, tiny_data):
 
 
 def test_loss_weight_by_class_name(tmp_path, tiny_data):
-    loss = optim.build_loss(schema.LossConfig(kwargs={"weight": {"dog": 3.0}}), ["cat", "dog"])
+    loss = optim.build_loss(LossConfig(kwargs={"weight": {"dog": 3.0}}), ["cat", "dog"])
     assert torch.equal(loss.weight, torch.tensor([1.0, 3.0]))
 
 

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from conftest import run_cli, tiny_config, write_yaml
 from test_e2e import records
 
-from trainkit import config
 from trainkit.errors import ConfigError
-from trainkit.evaluation import predict
+from trainkit.run import config
+from trainkit.run.evaluation import tta_logits
 
 
 def asymmetric_net(seed: int = 0) -> torch.nn.Module:
@@ -23,10 +23,10 @@ def asymmetric_net(seed: int = 0) -> torch.nn.Module:
 
 def test_flip_tta_is_the_mean_over_the_image_and_its_mirror():
     net, x = asymmetric_net(), torch.rand(3, 3, 6, 5)
-    plain = predict(net, x)
+    plain = tta_logits(net, x)
     flipped = net(x.flip(3))
     assert not torch.allclose(plain, flipped)  # the net is not mirror-symmetric, so the test can fail
-    torch.testing.assert_close(predict(net, x, "flip"), (plain + flipped) / 2)
+    torch.testing.assert_close(tta_logits(net, x, "flip"), (plain + flipped) / 2)
 
 
 def test_flip_translate_weights_the_shifted_pairs_by_a_quarter():
@@ -38,21 +38,23 @@ def test_flip_translate_weights_the_shifted_pairs_by_a_quarter():
     padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
     up_left, down_right = padded[..., :6, :5], padded[..., 2:8, 2:7]
     expected = 0.5 * pair(x) + 0.25 * pair(up_left) + 0.25 * pair(down_right)
-    torch.testing.assert_close(predict(net, x, "flip_translate"), expected)
-    assert not torch.allclose(predict(net, x, "flip_translate"), predict(net, x, "flip"))
+    torch.testing.assert_close(tta_logits(net, x, "flip_translate"), expected)
+    assert not torch.allclose(tta_logits(net, x, "flip_translate"), tta_logits(net, x, "flip"))
 
 
 def test_flip_translate_keeps_channels_last_inputs_working():
     conv = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     x = torch.rand(2, 3, 8, 8)
-    dense = predict(conv, x, "flip_translate")
-    cl = predict(conv.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last), "flip_translate")
+    dense = tta_logits(conv, x, "flip_translate")
+    cl = tta_logits(
+        conv.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last), "flip_translate"
+    )
     torch.testing.assert_close(cl, dense)
 
 
 def test_tta_on_a_batch_that_is_not_images_is_a_config_error():
     with pytest.raises(ConfigError, match=r"eval.tta: flip needs image batches \(N, C, H, W\), got shape \[2, 7\]"):
-        predict(torch.nn.Linear(7, 2), torch.rand(2, 7), "flip")
+        tta_logits(torch.nn.Linear(7, 2), torch.rand(2, 7), "flip")
 
 
 def test_tta_key_is_validated():

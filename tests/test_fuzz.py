@@ -11,8 +11,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trainkit import config, schema
 from trainkit.errors import ConfigError
+from trainkit.run import config
+from trainkit.run.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = yaml.safe_load((ROOT / "configs" / "cifar10.yaml").read_text())
@@ -42,7 +43,7 @@ def outcome(load) -> str:
     except ConfigError as exc:
         assert str(exc) and "\n" not in str(exc), repr(str(exc))
         return "error"
-    assert isinstance(cfg, schema.Config)
+    assert isinstance(cfg, Config)
     return "config"
 
 

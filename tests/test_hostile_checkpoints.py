@@ -189,7 +189,7 @@ def test_a_checkpoint_of_a_million_classes_gives_a_short_line(tmp_path, tiny_cfg
 
 
 def test_an_error_line_is_cut_to_a_bounded_length():
-    from trainkit.errors import MAX_LINE, one_line
+    from trainkit.text import MAX_LINE, one_line
 
     line = one_line("value: " + "x" * 10**6)
     assert len(line) < MAX_LINE + 60 and line.endswith("more characters)") and "\n" not in line

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 
-from trainkit.launch import StderrFilter, run_code
+from trainkit.run.launch import StderrFilter, run_code
 
 BANNER = (
     "\n*****************************************\n"

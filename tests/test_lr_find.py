@@ -49,7 +49,7 @@ def test_on_the_digits_the_suggestion_trains_well(tmp_path):
     data = tmp_path / "digits"
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "trainkit.digits", str(data)], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "trainkit.data.digits", str(data)], check=True, capture_output=True)
     sets = [f"data.train={data / 'train'}", f"data.val={data / 'val'}", f"run_dir={tmp_path / 'run'}"]
     args = ["--config", str(ROOT / "configs" / "digits.yaml"), *[a for s in sets for a in ("--set", s)]]
     proc = run_cli("lr-find", *args, "--out", str(tmp_path / "lr"))

@@ -10,8 +10,8 @@ import tomllib
 import pytest
 from conftest import ROOT, make_image_folder, run_cli, tiny_config, write_yaml
 
-from trainkit import config
-from trainkit.errors import plural
+from trainkit.run import config
+from trainkit.text import plural
 
 
 @pytest.fixture(scope="module")

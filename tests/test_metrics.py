@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from trainkit.metrics import EpochMeters, most_confused, per_class
+from trainkit.run.metrics import EpochMeters, most_confused, per_class
 
 
 def test_loss_mean_is_sample_weighted_when_the_last_batch_is_smaller():

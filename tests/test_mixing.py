@@ -10,9 +10,9 @@ import pytest
 import torch
 from conftest import ROOT, assert_user_error, run_cli, tiny_config, write_yaml
 
-from trainkit import specs
+from trainkit.config import specs
+from trainkit.data.mixing import BatchMix
 from trainkit.errors import ConfigError
-from trainkit.mixing import BatchMix
 
 
 def calls(*raw) -> list[specs.Call]:
@@ -56,7 +56,7 @@ def test_a_batch_transform_among_the_per_image_transforms_is_one_line(tmp_path, 
 @pytest.mark.slow
 def test_cutmix_on_the_digits_still_reaches_95_percent(tmp_path):
     data = tmp_path / "digits"
-    subprocess.run([sys.executable, "-m", "trainkit.digits", str(data)], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "trainkit.data.digits", str(data)], check=True, capture_output=True)
     sets = [
         f"data.train={data / 'train'}",
         f"data.val={data / 'val'}",

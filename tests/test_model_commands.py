@@ -145,18 +145,18 @@ def test_features_of_named_layers(tmp_path, trained):
 
 
 def test_features_hooks_are_removed(trained):
-    from trainkit import inference
-    from trainkit.trained import load_trained
+    from trainkit.trained import predict as inference
+    from trainkit.trained.load import load_trained
 
     ckpt, val = trained
     t = load_trained(ckpt, device="cpu")
     arrays, rows, skipped = inference.extract(
-        t, inference.collect([str(val)], t.classes), ["2", "4"], "avg", 5, "error"
+        t, inference.find_images([str(val)], t.classes), ["2", "4"], "avg", 5, "error"
     )
     assert len(rows) == 21 and not skipped and arrays["4"].shape == (21, 24)
     assert all(not m._forward_hooks for m in t.model.modules())
     with pytest.raises(Exception, match="no such layer"):
-        inference.extract(t, inference.collect([str(val)], t.classes), ["9"], "avg", 5, "error")
+        inference.extract(t, inference.find_images([str(val)], t.classes), ["9"], "avg", 5, "error")
     assert all(not m._forward_hooks for m in t.model.modules())
 
 
@@ -208,8 +208,8 @@ def test_export_loads_without_trainkit_and_predicts_the_same(tmp_path, trained, 
 
 
 def test_an_export_that_differs_is_not_written(tmp_path, trained, monkeypatch):
-    from trainkit import export
     from trainkit.errors import TrainingError
+    from trainkit.trained import export
 
     ckpt, _ = trained
     out = tmp_path / "model.pt2"

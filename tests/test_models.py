@@ -9,18 +9,24 @@ import pytest
 import torch
 from torch import nn
 
-from trainkit import config, models, optim, schema
+from trainkit.config.train import OptimConfig
 from trainkit.errors import CheckpointError, ConfigError
+from trainkit.models import build as models
+from trainkit.models import optim
+from trainkit.models.schema import ModelConfig
+from trainkit.run import config
+from trainkit.store import checkpoint
 
 
-def model_cfg(tmp_path: Path, text: str) -> schema.ModelConfig:
+def model_cfg(tmp_path: Path, text: str) -> ModelConfig:
     path = tmp_path / "cfg.yaml"
     path.write_text("data: {train: a, val: b}\n" + text)
     return config.load_config(path).model
 
 
 def build(tmp_path: Path, text: str, seed: int = 0) -> nn.Module:
-    return models.build_model(model_cfg(tmp_path, text), seed=seed)
+    """As a run builds it: model.weights read by the store."""
+    return models.build_model(model_cfg(tmp_path, text), seed=seed, load_weights=checkpoint.load_weights)
 
 
 def test_list_builds_sequential_with_every_layer_form(tmp_path):
@@ -172,7 +178,7 @@ def test_freeze_excludes_parameters_from_grads_and_optimizer(tmp_path):
     cfg = model_cfg(tmp_path, FREEZE)
     m = models.build_model(cfg, seed=0)
     assert [n for n, p in m.named_parameters() if not p.requires_grad] == ["body.0.weight", "body.0.bias"]
-    opt = optim.build_optimizer(m, schema.OptimConfig(type="SGD", lr=0.1))
+    opt = optim.build_optimizer(m, OptimConfig(type="SGD", lr=0.1))
     in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
     assert in_opt == {id(m.head.weight), id(m.head.bias)}
     m(torch.randn(3, 4)).sum().backward()

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import ROOT, free_port, make_image_folder, run_cli, tiny_config, write_yaml
 
-from trainkit import checkpoint
+from trainkit.store import checkpoint
 
 pytestmark = pytest.mark.slow
 

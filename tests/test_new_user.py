@@ -10,8 +10,9 @@ import pytest
 import torch
 from conftest import assert_user_error, make_image_folder, run_cli, tiny_config, write_yaml
 
-from trainkit import config, models
-from trainkit.run import build_run
+from trainkit.models import build as models
+from trainkit.run import config
+from trainkit.run.build import build_run
 
 SGD_FILE = {"type": "SGD", "lr": 0.1, "momentum": 0.9, "nesterov": True}
 
@@ -415,8 +416,8 @@ def test_threads(tmp_path, tiny_data):
 def test_fast_dev_runs_val_batches_are_a_seeded_sample_across_classes(tmp_path):
     from conftest import make_image_folder
 
-    from trainkit import config
-    from trainkit.run import build_run
+    from trainkit.run import config
+    from trainkit.run.build import build_run
 
     root = tmp_path / "data"
     make_image_folder(root / "train", {"cat": 4, "dog": 4})

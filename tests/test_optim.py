@@ -6,8 +6,10 @@ import pytest
 import torch
 from conftest import assert_user_error, run_cli, tiny_config, write_yaml
 
-from trainkit import config, engine, optim
-from trainkit.run import Run, build_run
+from trainkit.models import optim
+from trainkit.run import config
+from trainkit.run import loop as engine
+from trainkit.run.build import Run, build_run
 
 NAMED = {
     "sequential": {

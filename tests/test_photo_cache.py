@@ -12,7 +12,7 @@ from conftest import assert_user_error, run_cli, tiny_config, write_yaml
 from PIL import Image
 from torchvision.transforms import v2
 
-from trainkit import augment
+from trainkit.data import augment
 
 SIZES = [(40, 30), (30, 52), (64, 37), (33, 33), (90, 28)]  # (W, H): aspect ratios 0.6 to 3.2
 
@@ -87,9 +87,9 @@ def test_photos_of_many_sizes_train_from_the_cache(tmp_path):
 
 
 def test_a_ragged_epoch_repeats_exactly(tmp_path):
-    from trainkit import config
-    from trainkit.loaders import epoch_batches
-    from trainkit.run import build_run
+    from trainkit.data.loaders import epoch_batches
+    from trainkit.run import config
+    from trainkit.run.build import build_run
 
     data = tmp_path / "data"
     photos(data / "train"), photos(data / "val", per_class=3, seed=1)
@@ -112,8 +112,8 @@ def channels_last_images(seed: int = 0) -> list[torch.Tensor]:
 
 
 def test_the_store_keeps_pixels_as_decoded_and_serves_channels_last_views(tmp_path):
-    from trainkit.cache import cache_dataset
-    from trainkit.images import ImageFolder
+    from trainkit.data.cache import cache_dataset
+    from trainkit.data.images import ImageFolder
 
     folder = photos(tmp_path / "train")
     ds = ImageFolder(str(folder), None, "data.train")
@@ -171,9 +171,10 @@ def test_random_resized_crop_windows_are_in_bounds_and_vary():
 def test_the_cached_val_path_serves_the_per_sample_pixels_so_eval_and_predict_agree(tmp_path):
     import json
 
-    from trainkit import config, data
-    from trainkit.images import load_rgb
-    from trainkit.loaders import epoch_batches
+    from trainkit.data import build as data
+    from trainkit.data.images import load_rgb
+    from trainkit.data.loaders import epoch_batches
+    from trainkit.run import config
 
     root = tmp_path / "data"
     photos(root / "train"), photos(root / "val", per_class=5, seed=1)

@@ -14,7 +14,7 @@ import pytest
 import visdom
 from conftest import free_port, run_cli, tiny_config, wait_http, write_yaml
 
-from trainkit import visdom_assets
+from trainkit.sinks import visdom_assets
 
 TITLES = {
     "loss": "loss",

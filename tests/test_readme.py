@@ -61,7 +61,7 @@ def digits_run(tmp_path_factory) -> Path:
     """runs/digits as `make demo` leaves it (one epoch is enough here)."""
     home = tmp_path_factory.mktemp("digits-home")
     shutil.copytree(ROOT / "configs", home / "configs")
-    gen = subprocess.run([sys.executable, "-m", "trainkit.digits", "data/digits"], cwd=home, capture_output=True)
+    gen = subprocess.run([sys.executable, "-m", "trainkit.data.digits", "data/digits"], cwd=home, capture_output=True)
     assert gen.returncode == 0, gen.stderr
     proc = run_cli("train", "--config", "configs/digits.yaml", "--set", "train.epochs=1", cwd=home)
     assert proc.returncode == 0, proc.stderr

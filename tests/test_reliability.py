@@ -15,9 +15,11 @@ import pytest
 import torch
 from conftest import ROOT, make_image_folder, tiny_config, write_yaml
 
-from trainkit import checkpoint, config, engine
 from trainkit.errors import TrainingError
-from trainkit.run import build_run
+from trainkit.run import config
+from trainkit.run import loop as engine
+from trainkit.run.build import build_run
+from trainkit.store import checkpoint
 
 AUGMENTED = {
     "data": {

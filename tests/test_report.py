@@ -141,7 +141,7 @@ def test_the_report_renders_in_a_real_browser(tmp_path, run_dir):
 def test_cell_text_is_dark_on_light_cells_and_light_on_dark_ones():
     import numpy as np
 
-    from trainkit.report import cell_text_colours
+    from trainkit.trained.report import cell_text_colours
 
     # the cat/dog val matrix row-normalised: 0.34 is the lightest cell (imshow's min), not a mid one
     rows = np.array([[0.66, 0.34], [0.34, 0.66]])

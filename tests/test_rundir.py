@@ -14,11 +14,12 @@ import pytest
 import torch
 from conftest import ROOT, assert_user_error, run_cli, tiny_config
 
-from trainkit import config, engine
 from trainkit.errors import RunDirError, TrainingError
-from trainkit.run import build_run
-from trainkit.rundir import LOCK_NAME, RunLock
-from trainkit.sinks import Sink
+from trainkit.run import config
+from trainkit.run import loop as engine
+from trainkit.run.build import build_run
+from trainkit.sinks.base import Sink
+from trainkit.store.rundir import LOCK_NAME, RunLock
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

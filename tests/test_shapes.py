@@ -10,7 +10,9 @@ import torch
 import torchvision
 from conftest import run_cli, tiny_config, write_yaml
 
-from trainkit import config, models, shapes
+from trainkit.models import build as models
+from trainkit.models import shapes
+from trainkit.run import config
 
 GOLDEN = Path(__file__).parent / "golden"
 

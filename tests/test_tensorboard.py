@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import run_cli, tiny_config, write_yaml
 
-from trainkit.tensorboard_sink import confusion_image, confusion_table
+from trainkit.sinks.tensorboard import confusion_image, confusion_table
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 

@@ -9,7 +9,8 @@ import sys
 from conftest import ROOT
 
 SNIPPET = """
-from trainkit.schema import Config, DataConfig
+from trainkit.run.config import Config
+from trainkit.data.schema import DataConfig
 
 
 def batches(cfg: DataConfig) -> int:

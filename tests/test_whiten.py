@@ -9,7 +9,7 @@ from conftest import assert_user_error, run_cli, tiny_config, write_yaml
 from PIL import Image
 from torch import nn
 
-from trainkit.whiten import whitening_filters
+from trainkit.run.whiten import whitening_filters
 
 WHITENED = {
     "sequential": [

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import difflib
 import os
-from typing import Any
+
+from trainkit.text import printable
 
 
 class TrainkitError(Exception):
@@ -39,63 +39,6 @@ class TrainingError(Exception):
     """A runtime failure during training (NaN loss, a failed save): exit code 1."""
 
     exit_code = 1
-
-
-# --------------------------------------------------------------------------- message helpers
-
-
-def suggest(name: str, candidates: list[str] | set[str], n: int = 3) -> str:
-    """Return ``"; did you mean 'x'?"`` for the closest candidates, or ``""``."""
-    lowered = {c.lower(): c for c in candidates}
-    if name.lower() in lowered:
-        close = [lowered[name.lower()]]
-    else:
-        close = difflib.get_close_matches(name, sorted(candidates), n=n, cutoff=0.6)
-    if not close:
-        return ""
-    return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
-
-
-def plural(n: int, noun: str, many: str | None = None) -> str:
-    """`1 file`, `2 files` (`many` where the plural is not noun + s)."""
-    return f"{n:,} {noun if n == 1 else many or noun + 's'}"
-
-
-def some(items: list[Any], n: int = 5) -> str:
-    """`a, b, c, d, e and 999,995 more`: a list in a message stays short."""
-    shown = ", ".join(str(x) for x in items[:n])
-    return shown + (f" and {len(items) - n:,} more" if len(items) > n else "")
-
-
-MAX_LINE = 2000  # an error line longer than this is cut: a value from a file can be of any size
-
-
-def one_line(text: str) -> str:
-    """An error as one line of bounded length."""
-    line = " ".join(text.split())
-    return (
-        line
-        if len(line) <= MAX_LINE
-        else f"{line[: MAX_LINE - 100]} ... ({len(line) - MAX_LINE + 100:,} more characters)"
-    )
-
-
-def describe(value: Any) -> str:
-    """Short description of a user value for an error message."""
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{text} ({type(value).__name__})"
-
-
-def printable(text: str) -> str:
-    """`text` with newlines and other control characters escaped, so a message stays one line."""
-    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
-
-
-def join_key(path: str, key: str) -> str:
-    """`path.key`, or `key` at the top level."""
-    return f"{path}.{key}" if path else str(key)
 
 
 MAX_COUNT = 2**31 - 1  # a batch size, an epoch count: torch's indices are 32-bit in places, and no run is larger

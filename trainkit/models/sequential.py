@@ -1,0 +1,21 @@
+"""`model.sequential`: a list of layers in YAML, an nn.Sequential (named layers: a mapping)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trainkit.models import spec
+from trainkit.models.source import ModelSource
+
+
+def build(cfg: Any) -> Any:
+    from trainkit.models.layers import build_node
+
+    return build_node(cfg.net)
+
+
+SOURCE = ModelSource(
+    check=lambda cfg, path: spec.parse_sequential(cfg.sequential, f"{path}.sequential"),
+    build=build,
+    describe=lambda cfg: "nn.Sequential",
+)

@@ -1,0 +1,120 @@
+"""`trainkit eval` from a checkpoint alone: its result (loss, accuracy, per class, confusion) and its report,
+and each val image's prediction for `trainkit report`. Both go through `run.evaluation.outputs`, the loop
+training evaluates with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainkit.data.loaders import epoch_batches
+from trainkit.errors import DataError
+from trainkit.models import optim
+from trainkit.run import metrics
+from trainkit.run.evaluation import evaluate, outputs
+from trainkit.text import fmt_pct
+from trainkit.trained.load import Trained, load_trained
+
+
+def eval_checkpoint(path: str, data_dir: str | None = None, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Rebuild model and val data from a checkpoint alone and evaluate them as training did."""
+    t = load_trained(path, overrides, data_dir)
+    try:
+        d = t.val_data()
+    except DataError as exc:
+        if data_dir is not None:
+            raise
+        raise DataError(f"{exc}; if the data has moved, give its new place with --data DIR") from None
+    loss_fn = optim.build_loss(t.cfg.train.loss, t.classes).to(t.device)
+    meters = evaluate(
+        t.model, epoch_batches(d.val_loader, 0), loss_fn, t.device, len(t.classes), t.channels_last, t.amp, t.tta
+    )
+    result, conf = meters.summary(), meters.confusion_matrix()
+    if d.skipped:
+        result["bad_images"] = d.skipped
+    pc = metrics.per_class(conf)
+    classes = t.classes
+    return {
+        "checkpoint": str(path),
+        "epoch": t.epoch,
+        "tta": t.tta,
+        "weights": t.weights,
+        "val_loss": result["loss"],
+        "val_acc": result["acc"],
+        **({"val_acc5": result["acc5"]} if "acc5" in result else {}),
+        "samples": result["samples"],
+        "classes": classes,
+        "per_class": {
+            c: {
+                "accuracy": pc["recall"][i],
+                "precision": pc["precision"][i],
+                "recall": pc["recall"][i],
+                "support": pc["support"][i],
+            }
+            for i, c in enumerate(classes)
+        },
+        "confusion": conf.tolist(),
+        "most_confused": [{"true": a, "predicted": b, "count": n} for a, b, n in metrics.most_confused(conf, classes)],
+    }
+
+
+def format_eval(result: dict[str, Any]) -> str:
+    """The eval report: summary, per-class table, confusion matrix with class names, top confusions."""
+    classes = result["classes"]
+    tta = result.get("tta", "off")
+    lines = [
+        f"checkpoint {result['checkpoint']} (epoch {result['epoch']}), {result['samples']} images"
+        + (f", test-time augmentation: {tta}" if tta != "off" else "")
+        + (", the moving average of the weights (train.ema)" if result.get("weights") == "ema" else "")
+    ]
+    lines.append(
+        f"loss {result['val_loss']:.4f}  top-1 {fmt_pct(result['val_acc'])}  top-5 {fmt_pct(result.get('val_acc5'))}"
+    )
+    width = max(len(c) for c in classes + ["class"])
+    lines.append("")
+    lines.append(f"{'class'.ljust(width)}  accuracy  precision  recall   support")
+    for c in classes:
+        m = result["per_class"][c]
+        lines.append(
+            f"{c.ljust(width)}  {fmt_pct(m['accuracy']):>8}  {fmt_pct(m['precision']):>9}  "
+            f"{fmt_pct(m['recall']):>7}  {m['support']:>7}"
+        )
+    conf = result["confusion"]
+    cell = max(5, max(len(str(v)) for row in conf for v in row) + 1)
+    lines.append("")
+    lines.append("confusion matrix (rows: true class, columns: predicted)")
+    lines.append(" " * width + "".join(c[: cell - 1].rjust(cell) for c in classes))
+    for c, row in zip(classes, conf):
+        lines.append(c.ljust(width) + "".join(str(v).rjust(cell) for v in row))
+    lines.append("")
+    pairs = result["most_confused"]
+    lines.append("most confused pairs (true -> predicted):" + ("" if pairs else " none"))
+    lines += [f"  {p['true']} -> {p['predicted']}: {p['count']}" for p in pairs]
+    return "\n".join(lines)
+
+
+@dataclass
+class Predictions:
+    """The checkpoint's predictions on its val data, in the val set's order."""
+
+    true: np.ndarray
+    pred: np.ndarray
+    prob: np.ndarray  # of the predicted class
+    images: Any  # the val dataset, to show an image by its index
+
+
+@torch.inference_mode()
+def val_predictions(t: Trained) -> Predictions:
+    """The checkpoint's prediction for each val image (for the report's most-confused images)."""
+    d = t.val_data()
+    true, pred, prob = [], [], []
+    for logits, y in outputs(t.model, epoch_batches(d.val_loader, 0), t.device, t.channels_last, t.amp, t.tta):
+        p = torch.softmax(logits.float(), dim=1).cpu()
+        best = p.max(dim=1)
+        true.append(y.cpu().numpy())
+        pred.append(best.indices.numpy())
+        prob.append(best.values.numpy())
+    return Predictions(np.concatenate(true), np.concatenate(pred), np.concatenate(prob), d.val_set)
