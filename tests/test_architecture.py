@@ -190,3 +190,75 @@ def test_functions_fit_on_a_screen_and_modules_stay_small():
     lines = {module_name(p, PACKAGE): len(p.read_text(encoding="utf-8").splitlines()) for p in paths}
     assert lines["run.loop"] <= 300, lines["run.loop"]
     assert max(lines.values()) <= MAX_MODULE_LINES, max(lines.items(), key=lambda kv: kv[1])
+
+
+def public_names(package: Path) -> dict[str, list[str]]:
+    """Each public top-level function or class name -> the modules that define one."""
+    out: dict[str, list[str]] = {}
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+                out.setdefault(node.name, []).append(module_name(path, package))
+    return out
+
+
+def test_no_two_public_functions_share_a_name():
+    shared = {n: mods for n, mods in public_names(PACKAGE).items() if len(mods) > 1 and n != "main"}
+    assert not shared, shared  # `main`: the entry point of each `python -m` module
+
+
+def wide_dataclasses(package: Path, limit: int) -> set[str]:
+    """The dataclasses with more than `limit` fields set by their constructor."""
+    out = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef) and any("dataclass" in ast.unparse(d) for d in node.decorator_list):
+                fields = [s for s in node.body if isinstance(s, ast.AnnAssign) and "init=False" not in ast.unparse(s)]
+                if len(fields) > limit:
+                    out.add(node.name)
+    return out
+
+
+def test_dataclasses_of_more_than_six_fields_are_built_by_keyword():
+    wide = wide_dataclasses(PACKAGE, 6)
+    assert {"Run", "Data", "Trained", "DataConfig"} <= wide, wide
+    positional = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and node.args:
+                name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+                if name in wide:
+                    positional.append(f"{module_name(path, PACKAGE)}:{node.lineno} {name}(...)")
+    assert not positional, positional
+
+
+def kinds_defined(folder: Path, type_name: str) -> set[str]:
+    """`module.NAME` for each module-level NAME = type_name(...) in the package's modules."""
+    out = set()
+    for path in folder.glob("*.py"):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+                if getattr(node.value.func, "id", None) == type_name:
+                    out.update(f"{path.stem}.{t.id}" for t in node.targets if isinstance(t, ast.Name))
+    return out
+
+
+def table_entries(path: Path) -> set[str]:
+    """The `module.NAME` values of the dict literal in a table module."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, ast.Dict):
+            return {ast.unparse(v) for v in node.value.values}
+    return set()
+
+
+def test_every_kind_that_exists_is_in_its_table():
+    # a dataset type, a model source, a sink and a command: each one module and one line in its table
+    assert kinds_defined(PACKAGE / "data", "DatasetKind") <= table_entries(PACKAGE / "data" / "table.py") | {
+        "mnist.kind"  # not a kind: the maker of the family's three
+    }
+    assert table_entries(PACKAGE / "data" / "table.py") == {
+        "imagefolder.KIND", "cifar.CIFAR10", "cifar.CIFAR100", "mnist.MNIST", "mnist.FASHION_MNIST", "mnist.KMNIST"
+    }  # fmt: skip
+    assert kinds_defined(PACKAGE / "models", "ModelSource") == table_entries(PACKAGE / "models" / "table.py")
+    assert kinds_defined(PACKAGE / "sinks", "SinkKind") == table_entries(PACKAGE / "sinks" / "table.py")
+    assert kinds_defined(PACKAGE / "commands", "Command") == table_entries(PACKAGE / "cli.py")

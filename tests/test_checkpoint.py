@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import Payload
+from conftest import Payload, run_cli
 from torch import nn
 
 from trainkit.errors import CheckpointError
@@ -105,3 +107,26 @@ def test_write_error_keeps_the_previous_checkpoint(tmp_path):
     assert (tmp_path / "last.pt").read_bytes() == before
     assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+GOLDEN = Path(__file__).parent / "golden" / "checkpoint-flat-layout" / "last.pt"
+
+
+def test_a_checkpoint_of_the_flat_layout_still_evaluates_and_resumes(tmp_path, tiny_data):
+    """tests/golden/checkpoint-flat-layout/last.pt was written by trainkit before its subpackages (09026f6), by
+    tiny_config with train.ema and a StepLR schedule, one epoch on the images `tiny_data` writes; its eval then
+    gave val_loss 0.6556187272071838 on them."""
+    ckpt = tmp_path / "old" / "last.pt"
+    ckpt.parent.mkdir()
+    shutil.copy(GOLDEN, ckpt)
+    out = tmp_path / "eval.json"
+    evaluated = run_cli("eval", "--ckpt", str(ckpt), "--data", str(tiny_data / "val"), "--out", str(out))
+    assert evaluated.returncode == 0, evaluated.stderr
+    result = json.loads(out.read_text())
+    assert result["weights"] == "ema" and result["epoch"] == 1 and result["samples"] == 10
+    assert abs(result["val_loss"] - 0.6556187272071838) < 1e-6
+    sets = ["--set", f"data.train={tiny_data / 'train'}", "--set", f"data.val={tiny_data / 'val'}"]
+    resumed = run_cli("train", "--resume", str(ckpt), *sets, "--set", "train.epochs=2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "epoch 2/2" in resumed.stdout and "epoch 1/2 |" not in resumed.stdout
+    assert checkpoint.load_checkpoint(ckpt.parent / "last.pt")["epoch"] == 2

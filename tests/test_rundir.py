@@ -173,7 +173,7 @@ def test_the_lock_names_its_holder_and_a_stale_file_is_taken_over(tmp_path):
         [
             sys.executable,
             "-c",
-            f"from trainkit.rundir import RunLock; RunLock(__import__('pathlib').Path({str(run_dir)!r})).acquire()",
+            f"from trainkit.store.rundir import RunLock; RunLock(__import__('pathlib').Path({str(run_dir)!r})).acquire()",
         ],
         capture_output=True,
         text=True,

@@ -16,7 +16,7 @@ EXAMPLES = """examples:
   trainkit eval --ckpt runs/cifar10-fast/best.pt --tta flip   # average over each image and its mirror"""
 
 
-def arguments(p: argparse.ArgumentParser) -> None:
+def eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt", required=True, metavar="FILE", help="a trainkit checkpoint (last.pt or best.pt)")
     p.add_argument("--data", metavar="DIR", help="val folder (imagefolder) or data root (cifar) to evaluate on")
     add_set(p, "override a key of the checkpoint's config (repeatable)")
@@ -28,7 +28,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def run_eval(args: argparse.Namespace) -> int:
     from trainkit.trained import evaluate
     from trainkit.trained import predict as inference
 
@@ -48,4 +48,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMAND = Command("evaluate a checkpoint on its validation data", EXAMPLES, arguments, run)
+COMMAND = Command("evaluate a checkpoint on its validation data", EXAMPLES, eval_arguments, run_eval)

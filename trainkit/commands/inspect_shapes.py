@@ -13,7 +13,7 @@ EXAMPLES = """examples:
   trainkit inspect-shapes --ckpt runs/digits/best.pt"""
 
 
-def arguments(p: argparse.ArgumentParser) -> None:
+def inspect_shapes_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", metavar="FILE", help="build the model of this config")
     src.add_argument("--ckpt", metavar="FILE", help="build the model of this checkpoint")
@@ -27,7 +27,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def run_inspect_shapes(args: argparse.Namespace) -> int:
     from trainkit.data import build as data
     from trainkit.models import build as models
     from trainkit.models import shapes
@@ -63,4 +63,9 @@ def run(args: argparse.Namespace) -> int:
     return 1 if report.failure else 0
 
 
-COMMAND = Command("show each layer's input and output shape, or where the model breaks", EXAMPLES, arguments, run)
+COMMAND = Command(
+    "show each layer's input and output shape, or where the model breaks",
+    EXAMPLES,
+    inspect_shapes_arguments,
+    run_inspect_shapes,
+)

@@ -16,7 +16,7 @@ It trains a copy of the run for --steps batches and saves no weights: the next
 `trainkit train` starts from the same weights and data order."""
 
 
-def arguments(p: argparse.ArgumentParser) -> None:
+def lr_find_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, metavar="FILE", help="the YAML config of the run to tune")
     add_set(p, "override a config key (repeatable)")
     p.add_argument("--start", type=float, default=1e-7, help="the first learning rate (default 1e-7)")
@@ -27,7 +27,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def run_lr_find(args: argparse.Namespace) -> int:
     from trainkit.config.train import SCHEDULER_RATES
     from trainkit.run import config, lr_find
 
@@ -61,4 +61,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMAND = Command("the learning-rate range test: which optim.lr to train with", EXAMPLES, arguments, run)
+COMMAND = Command(
+    "the learning-rate range test: which optim.lr to train with", EXAMPLES, lr_find_arguments, run_lr_find
+)

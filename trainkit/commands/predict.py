@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 
 from trainkit.commands.base import Command
-from trainkit.text import plural
+from trainkit.text import first_line, plural
 
 CKPT_HELP = "a trainkit checkpoint (best.pt or last.pt); nothing else is needed"
 
@@ -162,7 +162,7 @@ def _model_errors(paths: list[str]) -> Iterator[None]:
     try:
         yield
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise DataError(
             f"{' '.join(paths)}: the model cannot take these images after the checkpoint's val transforms "
             f"({first}); give images like the ones it was trained on, or a checkpoint whose val transforms resize"

@@ -12,13 +12,13 @@ EXAMPLES = """examples:
   trainkit report runs/flowers --ckpt runs/flowers/last.pt --data data/flowers/test"""
 
 
-def arguments(p: argparse.ArgumentParser) -> None:
+def report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (trainkit train wrote it)")
     p.add_argument("--ckpt", metavar="FILE", help="the checkpoint to show (default: RUN_DIR/best.pt)")
     p.add_argument("--data", metavar="DIR", help="val folder (imagefolder) or data root (cifar) to show it on")
 
 
-def run(args: argparse.Namespace) -> int:
+def run_report(args: argparse.Namespace) -> int:
     write_and_say(Path(args.run_dir), args.ckpt, args.data)
     return 0
 
@@ -30,5 +30,8 @@ def write_and_say(run_dir: Path, ckpt: str | None = None, data_dir: str | None =
 
 
 COMMAND = Command(
-    "write RUN_DIR/report.html: curves, confusion matrix, most-confused images, config", EXAMPLES, arguments, run
+    "write RUN_DIR/report.html: curves, confusion matrix, most-confused images, config",
+    EXAMPLES,
+    report_arguments,
+    run_report,
 )

@@ -22,7 +22,7 @@ EXAMPLES = """examples:
   torchrun --nproc_per_node 4 -m trainkit train --config configs/cifar10.yaml"""
 
 
-def arguments(p: argparse.ArgumentParser) -> None:
+def train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML config (optional with --resume CKPT: its config is used)")
     add_set(p)
     p.add_argument(
@@ -97,7 +97,7 @@ def _without_nproc(argv: list[str]) -> list[str]:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
+def run_train(args: argparse.Namespace) -> int:
     from trainkit.run import build as run
     from trainkit.run import config, distributed, launch, resuming
     from trainkit.run import loop as engine
@@ -142,4 +142,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMAND = Command("train a model from a YAML config", EXAMPLES, arguments, run)
+COMMAND = Command("train a model from a YAML config", EXAMPLES, train_arguments, run_train)

@@ -112,7 +112,7 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
     if hint is Any:
         return value
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        return build(hint, value, path)
+        return build_section(hint, value, path)
     check = _BY_ORIGIN.get(get_origin(hint))
     if check is not None:
         ok, out = check(value, hint, path)
@@ -125,7 +125,7 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
     raise key_error(path, f"expected {_expected(hint)}, got {describe(value)}")
 
 
-def build(cls: type, raw: Any, path: str) -> Any:
+def build_section(cls: type, raw: Any, path: str) -> Any:
     shorthand = getattr(cls, "_shorthand", None)
     if shorthand is not None:
         raw = shorthand(raw)
@@ -219,7 +219,7 @@ def locate(key: str, origins: dict[str, str]) -> str | None:
 def validate(cls: type, raw: Any, origins: dict[str, str] | None = None) -> Any:
     """Validate a plain dict into the dataclass `cls`; an error names the key's origin (file:line, `--set`)."""
     try:
-        return build(cls, raw, "")
+        return build_section(cls, raw, "")
     except ConfigError as exc:
         key = getattr(exc, "key", None)
         where = locate(key, origins or {}) if key is not None else None

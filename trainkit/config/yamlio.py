@@ -17,7 +17,7 @@ MAX_DEPTH = 64
 MAX_BYTES = 1_000_000  # a config file larger than this is refused before it is parsed
 
 
-class Loader(yaml.SafeLoader):
+class LineLoader(yaml.SafeLoader):
     """SafeLoader that also reads YAML 1.2 floats: `1e-3` and `5E4` are numbers, not the strings YAML 1.1 makes
     them; and counts the nodes as it composes them, so a huge flow list is refused before it is all in memory."""
 
@@ -30,7 +30,7 @@ class Loader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
-Loader.add_implicit_resolver(
+LineLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
     list("-+0123456789."),
@@ -111,7 +111,7 @@ def parse_yaml(text: str, where: str, lines: dict[str, int] | None = None) -> An
     """`yaml.safe_load` with the file's name, line and column on every error."""
     loader = None
     try:
-        loader = Loader(text)
+        loader = LineLoader(text)
         loader.name = where
         node = loader.get_single_node()
         if node is None:

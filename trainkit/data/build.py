@@ -25,7 +25,7 @@ from trainkit.data.loaders import BadImages, Loader, SampleLoader, bad_image_mes
 from trainkit.data.samplers import EpochSampler, SeededSamples, expected_mix, train_order, val_order
 from trainkit.data.schema import DataConfig
 from trainkit.errors import ConfigError, DataError
-from trainkit.text import plural
+from trainkit.text import plural, some
 
 # --------------------------------------------------------------------------- transforms
 
@@ -204,14 +204,14 @@ def _files_notes(ds: ImageDataset, key: str, cfg: DataConfig, notes: list[str]) 
     ignored = getattr(ds, "ignored", [])
     if ignored:
         what = "file that is not an image" if len(ignored) == 1 else "files that are not images"
-        notes.append(f"{key}: ignored {len(ignored)} {what}: {_some(ignored)}")
+        notes.append(f"{key}: ignored {len(ignored)} {what}: {some(ignored)}")
     files = ds.files()
     if files is None:  # decoded arrays (CIFAR, MNIST)
         return
     bad = find_bad_files(files)
     if not bad:
         return
-    named = _some([f"{p} ({why})" for p, why in bad])
+    named = some([f"{p} ({why})" for p, why in bad])
     if cfg.on_bad_image == "error":
         what = "1 file is not a readable image" if len(bad) == 1 else f"{len(bad)} files are not readable images"
         raise DataError(f"{key}: {what}: {named}; remove or replace them, or set data.on_bad_image: skip")
@@ -219,10 +219,6 @@ def _files_notes(ds: ImageDataset, key: str, cfg: DataConfig, notes: list[str]) 
     ds.keep([i for i, p in enumerate(files) if p not in dropped])
     what = "1 file that is not a readable image" if len(bad) == 1 else f"{len(bad)} files that are not readable images"
     notes.append(f"{key}: skipping {what}: {named}")
-
-
-def _some(items: list[str], n: int = 5) -> str:
-    return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
 def build_data(

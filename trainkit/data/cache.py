@@ -147,7 +147,8 @@ def cache_dataset(
     arrays, files = ds.arrays(), ds.files()
     if arrays is not None:  # CIFAR, MNIST: already decoded arrays (N, H, W, C)
         images = torch.from_numpy(np.ascontiguousarray(arrays.transpose(0, 3, 1, 2)))
-        return Cached(images, torch.as_tensor(ds.targets, dtype=torch.int64), time.perf_counter() - start, "arrays", [])
+        labels = torch.as_tensor(ds.targets, dtype=torch.int64)
+        return Cached(images=images, targets=labels, seconds=time.perf_counter() - start, source="arrays", skipped=[])
     samples = list(zip(files or [], ds.targets))
     if mode == "disk":
         folder = Path(cache_dir) if cache_dir else default_dir()
@@ -158,11 +159,11 @@ def cache_dataset(
             images = np.load(path, mmap_mode="c")  # copy-on-write: never written back
             shapes = np.asarray(info["shapes"], dtype=np.int64) if info.get("shapes") is not None else None
             return Cached(
-                torch.from_numpy(images),
-                torch.as_tensor(info["targets"]),
-                time.perf_counter() - start,
-                "disk hit",
-                info["skipped"],
+                images=torch.from_numpy(images),
+                targets=torch.as_tensor(info["targets"]),
+                seconds=time.perf_counter() - start,
+                source="disk hit",
+                skipped=info["skipped"],
                 **_ragged(shapes),
             )
     decoded, targets, bad, shapes = _decode(samples, workers, key, None if prepare else size, prepare)
@@ -172,7 +173,14 @@ def cache_dataset(
         info = {"targets": targets.tolist(), "skipped": bad, "shape": list(decoded.shape)}
         write_text_atomic(meta, json.dumps(info | {"shapes": shapes.tolist() if shapes is not None else None}))
     seconds = time.perf_counter() - start
-    return Cached(torch.from_numpy(decoded), torch.from_numpy(targets), seconds, mode, bad, **_ragged(shapes))
+    return Cached(
+        images=torch.from_numpy(decoded),
+        targets=torch.from_numpy(targets),
+        seconds=seconds,
+        source=mode,
+        skipped=bad,
+        **_ragged(shapes),
+    )
 
 
 class CachedLoader(EpochBatches):

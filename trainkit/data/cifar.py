@@ -14,7 +14,7 @@ ROOT = "the folder that holds the extracted archive"
 
 
 @functools.cache
-def dataset_class(name: str) -> Any:
+def _dataset_class(name: str) -> Any:
     """torchvision's CIFAR class with existence checks instead of md5 checks, reading as `images.Arrays`."""
     from torchvision import datasets
 
@@ -33,10 +33,10 @@ def dataset_class(name: str) -> Any:
     )
 
 
-def opener(name: str, folder: str, url: str) -> Any:
+def _opener(name: str, folder: str, url: str) -> Any:
     def open_split(cfg: Any, split: str, transform: Any) -> Any:
         try:
-            return dataset_class(name)(cfg.root, train=split == "train", transform=transform, download=cfg.download)
+            return _dataset_class(name)(cfg.root, train=split == "train", transform=transform, download=cfg.download)
         except RuntimeError:
             raise DataError(
                 f"data.root: no {name} files in {os.path.join(cfg.root, folder)}; "
@@ -48,11 +48,11 @@ def opener(name: str, folder: str, url: str) -> Any:
 
 CIFAR10 = DatasetKind(
     needs={"root": f"required for dataset cifar10: {ROOT}"},
-    open=opener("cifar10", "cifar-10-batches-py", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"),
+    open=_opener("cifar10", "cifar-10-batches-py", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"),
     data_dir_key="root",
 )
 CIFAR100 = DatasetKind(
     needs={"root": f"required for dataset cifar100: {ROOT}"},
-    open=opener("cifar100", "cifar-100-python", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"),
+    open=_opener("cifar100", "cifar-100-python", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"),
     data_dir_key="root",
 )

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, default_collate
 
 from trainkit.data.images import BadSample
-from trainkit.data.samplers import EpochSampler, epoch_seed, num_batches
+from trainkit.data.samplers import WORKERS, EpochSampler, derive_seed, num_batches
 from trainkit.data.schema import DataConfig
 from trainkit.errors import DataError
 
@@ -147,7 +147,7 @@ class SampleLoader(EpochBatches):
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         super().set_epoch(epoch, skip)
         if self.generator is not None:
-            self.generator.manual_seed(epoch_seed(self.seed, epoch) + 1)
+            self.generator.manual_seed(derive_seed(self.seed, epoch, WORKERS))
 
     def __iter__(self) -> Iterator[Batch]:
         for images, labels, bad in self.loader:

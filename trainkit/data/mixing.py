@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from trainkit.config import specs
+from trainkit.data.samplers import MIXING, derive_seed
 from trainkit.errors import ConfigError
 
 SOFT_TARGET_LOSSES = ("CrossEntropyLoss",)  # torch's losses that take class probabilities as targets
@@ -40,7 +41,7 @@ class BatchMix:
         if not self.mixers or len(y) < 2:
             return x, y, y
         with torch.random.fork_rng(devices=[]):  # the transforms draw from torch's CPU generator: seed it here only
-            torch.manual_seed((self.seed * 1_000_003 + epoch) * 1_000_003 + index)
+            torch.manual_seed(derive_seed(self.seed, epoch, MIXING + index))
             mixer = self.mixers[int(torch.randint(len(self.mixers), ()))]
             mixed, soft = mixer(x, y)
         return mixed, soft, soft.argmax(dim=1)

@@ -18,7 +18,7 @@ CLASSES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "kmnist": "KMNIST"
 
 
 @functools.cache
-def dataset_class(name: str) -> Any:
+def _dataset_class(name: str) -> Any:
     """torchvision's class, reading as `images.Arrays`, its targets a list of ints as trainkit's samplers take."""
     from torchvision import datasets
 
@@ -33,9 +33,9 @@ def dataset_class(name: str) -> Any:
     return type(base.__name__, (Arrays, base), {"__init__": __init__, "__module__": __name__})
 
 
-def opener(name: str) -> Any:
+def _opener(name: str) -> Any:
     def open_split(cfg: Any, split: str, transform: Any) -> Any:
-        cls = dataset_class(name)
+        cls = _dataset_class(name)
         try:
             return cls(cfg.root, train=split == "train", transform=transform, download=cfg.download)
         except RuntimeError:
@@ -51,7 +51,7 @@ def opener(name: str) -> Any:
 def kind(name: str) -> DatasetKind:
     return DatasetKind(
         needs={"root": f"required for dataset {name}: the folder that holds {CLASSES[name]}/raw"},
-        open=opener(name),
+        open=_opener(name),
         data_dir_key="root",
     )
 

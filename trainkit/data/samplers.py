@@ -33,9 +33,14 @@ def train_order(
     return EpochSampler(build_sampler(cfg, targets, classes, gen), gen, seed, rank, world)
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """One seed per (seed, epoch), so an epoch's order does not depend on what ran before it."""
-    return (seed * 1_000_003 + epoch * 7_919) % 2**63
+ORDER, WORKERS, MIXING = 0, 1, 2**32  # where each stream's positions start: an epoch's order, its workers, batches
+
+
+def derive_seed(seed: int, epoch: int, position: int = ORDER) -> int:
+    """The seed of (run seed, epoch, position): the one formula for every stream of randomness, so that an
+    epoch's order, its workers' seeds and each batch's mixing do not depend on what ran before them (a resumed
+    run draws the same). `position` is a stream's start plus a place in it (MIXING + batch index)."""
+    return (seed * 1_000_003 + epoch * 7_919 + position) % 2**63
 
 
 def class_weights(cfg: SamplerConfig, classes: list[str]) -> list[float]:
@@ -114,7 +119,7 @@ class EpochSampler(Sampler):
         return self.total - self.skip
 
     def global_order(self) -> tuple[list[int], list[int]]:
-        self.gen.manual_seed(epoch_seed(self.seed, self.epoch))
+        self.gen.manual_seed(derive_seed(self.seed, self.epoch))
         order = [int(i) for i in self.base]
         seeds = torch.randint(0, 2**62, (len(order),), generator=self.gen).tolist()
         pad = self.total * self.world - len(order)

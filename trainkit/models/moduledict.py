@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from trainkit.models import spec
-from trainkit.models.sequential import build
+from trainkit.models.sequential import build_tree
 from trainkit.models.source import ModelSource
 
 SOURCE = ModelSource(
     check=lambda cfg, path: spec.parse_moduledict(cfg.moduledict, cfg.forward, path),
-    build=build,  # the parsed tree is built as a sequential one is
+    build=build_tree,  # the parsed tree is built as a sequential one is
     describe=lambda cfg: "nn.ModuleDict",
 )

@@ -8,7 +8,7 @@ from trainkit.models import spec
 from trainkit.models.source import ModelSource
 
 
-def build(cfg: Any) -> Any:
+def build_tree(cfg: Any) -> Any:
     from trainkit.models.layers import build_node
 
     return build_node(cfg.net)
@@ -16,6 +16,6 @@ def build(cfg: Any) -> Any:
 
 SOURCE = ModelSource(
     check=lambda cfg, path: spec.parse_sequential(cfg.sequential, f"{path}.sequential"),
-    build=build,
+    build=build_tree,
     describe=lambda cfg: "nn.Sequential",
 )

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from trainkit.text import first_line
+
 
 @dataclass
 class Row:
@@ -77,7 +79,7 @@ def _trainable(module: nn.Module) -> tuple[int, str]:
 
 def collect(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1) -> Report:
     """Run one forward pass on CPU in eval mode and record every module call."""
-    report = Report(tuple(input_size))
+    report = Report(input_size=tuple(input_size))
     handles = []
     names = {m: n for n, m in model.named_modules()}
     stack: dict[nn.Module, list[Row]] = {}  # rows of the calls of each module still running (re-entrant calls)
@@ -90,10 +92,10 @@ def collect(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1) 
         window, padding = _window(module)
         report.rows.append(
             Row(
-                name,
-                kind,
-                name.count(".") + 1,
-                _shape(inputs),
+                path=name,
+                type=kind,
+                depth=name.count(".") + 1,
+                input_shape=_shape(inputs),
                 params=params,
                 trainable=trainable,
                 leaf=not any(True for _ in module.children()),
@@ -177,9 +179,9 @@ def _too_small(rows: list[Row], index: int) -> str:
 
 def diagnose(rows: list[Row], exc: Exception, input_size: tuple = ()) -> Failure:
     pending = [i for i, r in enumerate(rows) if not r.done]
-    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    message = first_line(exc)
     if not pending:
-        return Failure(Row("(model)", "", 0, None), message)
+        return Failure(Row(path="(model)", type="", depth=0, input_shape=None), message)
     index = pending[-1]
     row = rows[index]
     failure = Failure(row, message)

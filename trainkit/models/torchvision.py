@@ -9,7 +9,7 @@ from trainkit.models import spec
 from trainkit.models.source import ModelSource
 
 
-def build(cfg: Any) -> Any:
+def build_torchvision(cfg: Any) -> Any:
     import torchvision.models
 
     try:
@@ -20,6 +20,6 @@ def build(cfg: Any) -> Any:
 
 SOURCE = ModelSource(
     check=lambda cfg, path: spec.check_torchvision(cfg.torchvision, cfg.args, path),
-    build=build,
+    build=build_torchvision,
     describe=lambda cfg: str(cfg.torchvision),
 )

@@ -28,7 +28,7 @@ from trainkit.sinks.base import SinkContext, Sinks
 from trainkit.store import checkpoint
 from trainkit.store.checkpoint import read_checkpoint
 from trainkit.store.rundir import RunLock, prepare_run_dir
-from trainkit.text import some
+from trainkit.text import first_line, some
 
 
 @dataclass
@@ -280,7 +280,7 @@ def build_run(
     run.overwrite = overwrite and ckpt is None
     try:
         context = SinkContext(cfg.log, run.run_dir, cfg.visdom_env, cfg.train.log_every, resumed=ckpt is not None)
-        run.sinks = sinks_table.build(context, rank.main)
+        run.sinks = sinks_table.build_sinks(context, rank.main)
     except BaseException:
         if run.lock is not None:
             run.lock.abandon()
@@ -356,8 +356,7 @@ def resume_from(run: Run, ckpt: dict[str, Any], source: str) -> None:
     except CheckpointError as exc:
         raise CheckpointError(f"--resume {source}: {exc}") from None
     except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"--resume {source}: its saved state does not fit this run: {first}") from None
+        raise CheckpointError(f"--resume {source}: its saved state does not fit this run: {first_line(exc)}") from None
     cfg = run.cfg
     if built is None or saved is None or cfg.scheduler is None or built == saved:
         return

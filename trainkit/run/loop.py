@@ -64,7 +64,7 @@ def train_one_epoch(
             logits = run.net(x)
             # an empty batch (DDP, on_bad_image: skip, no good image on this rank) adds zero gradients
             loss = run.loss_fn(logits, target) if len(y) else logits.sum() * 0.0
-        if cfg.on_nan == "skip" and pauses.any_rank(run, not torch.isfinite(loss)):  # opt-in: one host sync per step
+        if cfg.on_nan == "skip" and pauses.on_any_rank(run, not torch.isfinite(loss)):  # opt-in: one host sync per step
             run.optimizer.zero_grad(set_to_none=True)
             s.nan_skipped += 1
             s.batch = i + 1
@@ -149,10 +149,18 @@ def fit(run: Run) -> dict[str, Any]:
     steps = run.data.steps_per_epoch
     sinks.start(
         RunInfo(
-            cfg.name, run.run_dir, resolved, list(run.data.classes), grid, not fresh,
-            cfg.train.epochs, steps, s.epoch, s.epoch * steps + s.batch,
+            name=cfg.name,
+            run_dir=run.run_dir,
+            config_text=resolved,
+            classes=list(run.data.classes),
+            grid=grid,
+            resumed=not fresh,
+            epochs=cfg.train.epochs,
+            steps_per_epoch=steps,
+            done_epochs=s.epoch,
+            done_steps=s.epoch * steps + s.batch,
         )
-    )  # fmt: skip
+    )
     for line in banner(run):
         sinks.message(line)
     record: dict[str, Any] = {}

@@ -51,7 +51,7 @@ def fall(smoothed: list[float]) -> float:
     return (start - min(finite)) / start
 
 
-def suggest(lrs: list[float], smoothed: list[float]) -> float | None:
+def suggest_lr(lrs: list[float], smoothed: list[float]) -> float | None:
     """The learning rate where the smoothed loss falls fastest against log10(lr), on the way down to its
     lowest point (a recovery after a spike beyond it is no place to train); None on a flat curve, where the
     steepest point is a dip of noise."""
@@ -105,12 +105,12 @@ def range_test(cfg: Config, start: float, end: float, steps: int) -> Result:
             losses.append(value)
             smoothed.append(smooth)
             if not math.isfinite(smooth) or smooth > DIVERGE * best:
-                return Result(lrs, losses, smoothed, suggest(lrs[:-1], smoothed[:-1]), True)
+                return Result(lrs, losses, smoothed, suggest_lr(lrs[:-1], smoothed[:-1]), True)
             best = min(best, smooth)
             if len(lrs) == steps:
                 break
         epoch += 1
-    return Result(lrs, losses, smoothed, suggest(lrs, smoothed), False)
+    return Result(lrs, losses, smoothed, suggest_lr(lrs, smoothed), False)
 
 
 def write(result: Result, folder: Path) -> tuple[Path, Path]:

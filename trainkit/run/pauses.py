@@ -66,7 +66,7 @@ def stop_on_signals(state: State):
             signal.signal(sig, old)
 
 
-def any_rank(run: Run, flag: bool) -> bool:
+def on_any_rank(run: Run, flag: bool) -> bool:
     """`flag` of this process, or of any rank under DDP (so that every rank takes the same branch)."""
     return distributed.any_rank(flag, run.device) if run.dist.enabled else flag
 
@@ -75,7 +75,7 @@ def stop_if_diverged(run: Run, epoch: int, stats: dict[str, Any]) -> None:
     """train.on_nan: stop (the default): a loss that is no longer finite, on any rank, ends the run."""
     s = run.state
     diverged = bool(stats["samples"]) and not math.isfinite(stats["loss"])
-    if run.cfg.train.on_nan == "stop" and any_rank(run, diverged):
+    if run.cfg.train.on_nan == "stop" and on_any_rank(run, diverged):
         kept = (
             f"the last good checkpoint ({run.run_dir / 'last.pt'}, epoch {s.epoch}) is kept"
             if s.saved

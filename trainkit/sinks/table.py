@@ -19,7 +19,7 @@ SINKS: dict[str, SinkKind] = {
 }
 
 
-def build(ctx: SinkContext, main: bool) -> Sinks:
+def build_sinks(ctx: SinkContext, main: bool) -> Sinks:
     """The sinks of a run: none but on rank 0 (only it prints, plots and writes)."""
     if not main:
         return Sinks([])

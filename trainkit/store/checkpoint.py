@@ -24,6 +24,7 @@ from torch import nn
 from trainkit.config.yamlio import check_budget
 from trainkit.errors import CheckpointError, ConfigError, TrainingError
 from trainkit.store.files import atomic_path
+from trainkit.text import first_line, some
 
 FORMAT = "trainkit.checkpoint/1"
 
@@ -75,7 +76,7 @@ def load_file(path: str | Path) -> Any:
             "trainkit loads weights_only checkpoints; re-save the state_dict with torch.save"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc)
         if "weights_only" in reason:  # torch's advice to unpickle everything: never ours to give
             reason = "torch cannot read it"
         raise CheckpointError(
@@ -169,16 +170,13 @@ def describe_mismatch(model: nn.Module, state: dict) -> str:
         if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape
     ]
 
-    def show(items: list[str]) -> str:
-        return ", ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
-
     parts = []
     if missing:
-        parts.append(f"missing keys: {show(missing)}")
+        parts.append(f"missing keys: {some(missing)}")
     if unexpected:
-        parts.append(f"unexpected keys: {show(unexpected)}")
+        parts.append(f"unexpected keys: {some(unexpected)}")
     if shapes:
-        parts.append(f"shape mismatches (checkpoint vs model): {show(shapes)}")
+        parts.append(f"shape mismatches (checkpoint vs model): {some(shapes)}")
     return "; ".join(parts)
 
 

@@ -20,8 +20,9 @@ def temporary_name(path: Path, keep_suffix: bool = False) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}" + (path.suffix if keep_suffix else ""))
 
 
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's: its entries') data to the disk."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -40,17 +41,13 @@ def atomic_path(path: str | Path, keep_suffix: bool = False, mode: int = 0o666) 
     try:
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode))
         yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_folder(path.parent)
+    _fsync(path.parent)
     for stale in glob.glob(glob.escape(str(path.with_name(f".{path.name}.tmp-"))) + "*"):
         with contextlib.suppress(OSError):
             os.unlink(stale)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from trainkit.errors import RunDirError, TrainingError
+from trainkit.text import some
 
 LOCK_NAME = ".trainkit.lock"  # held (fcntl) by the one process that writes the run; holds its PID
 
@@ -76,7 +77,7 @@ def prepare_run_dir(path: Path, resume: bool, overwrite: bool) -> None:
         raise RunDirError(f"run_dir {path} is a file; choose another --run-dir")
     held = contents(path)
     if held and not resume and not overwrite:
-        names = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+        names = some(held)
         raise RunDirError(
             f"run_dir {path} is not empty (holds {names}); pass --resume to continue it, "
             "--overwrite to replace its trainkit files, or --run-dir for a new one"
@@ -283,12 +284,12 @@ def load_run(run_dir: Path) -> RunRecord:
             confusion = held["metrics"]["confusion"]
             source = f"{held_path} (epoch {held['epoch']})"
     return RunRecord(
-        run_dir,
-        (run_dir / "config.yaml").read_text(encoding="utf-8"),
-        records,
-        read_jsonl(run_dir / "steps.jsonl"),
-        classes,
-        confusion,
-        source,
-        ckpt,
+        run_dir=run_dir,
+        config_text=(run_dir / "config.yaml").read_text(encoding="utf-8"),
+        records=records,
+        steps=read_jsonl(run_dir / "steps.jsonl"),
+        classes=classes,
+        confusion=confusion,
+        confusion_source=source,
+        checkpoint=ckpt,
     )

@@ -146,4 +146,13 @@ def load_trained(
     if fmt:
         model.to(memory_format=torch.channels_last)
     weights = "ema" if ckpt.get("ema") is not None else "model"
-    return Trained(source, ckpt, cfg, list(ckpt["classes"]), model, dev, fmt, weights)
+    return Trained(
+        path=source,
+        ckpt=ckpt,
+        cfg=cfg,
+        classes=list(ckpt["classes"]),
+        model=model,
+        device=dev,
+        channels_last=fmt,
+        weights=weights,
+    )
