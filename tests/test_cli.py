@@ -100,3 +100,19 @@ def test_a_reader_that_goes_away_ends_quietly(tmp_path, tiny_data):
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == 141, err
     assert err == ""
+
+
+def test_the_command_table_builds_every_parser_with_its_examples_and_imports_no_torch():
+    """`trainkit --help` stays fast: the command modules import what they need only when they run."""
+    code = (
+        "import sys\n"
+        "from trainkit.cli import COMMANDS, build_parser\n"
+        "parser = build_parser()\n"
+        "for name in COMMANDS:\n"
+        "    sub = parser._subparsers._group_actions[0].choices[name]\n"
+        "    assert 'examples:' in sub.epilog and f'trainkit {name}' in sub.epilog, name\n"
+        "print(sorted(m for m in ('torch', 'torchvision', 'numpy', 'yaml') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", proc.stdout

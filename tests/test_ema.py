@@ -105,7 +105,7 @@ def test_the_average_is_evaluated_saved_and_reproduced_by_eval(tmp_path, tiny_da
 
     # model.weights from such a checkpoint starts from the average
     cfg["model"]["weights"] = str(tmp_path / "run" / "best.pt")
-    model = models.build_model(config.from_dict(cfg).model)
+    model = models.build_model(config.from_dict(cfg).model, load_weights=checkpoint.load_weights)  # as a run does
     assert torch.equal(
         model.state_dict()["0.weight"],
         checkpoint.inference_weights(torch.load(tmp_path / "run" / "best.pt", weights_only=True))["0.weight"],

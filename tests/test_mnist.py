@@ -101,7 +101,7 @@ def test_train_then_eval_an_mnist_run(tmp_path):
                 {"Linear": [128, 10]},
             ]
         },
-        optim={"type": "Adam", "lr": 0.01},
+        optim={"type": "SGD", "lr": 0.05, "momentum": 0.9},
         train={"epochs": 6, "log_every": 3},
     )
     trained = run_cli("train", "--config", str(write_yaml(tmp_path / "mnist.yaml", cfg)))

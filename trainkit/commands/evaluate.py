@@ -29,6 +29,7 @@ def eval_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from trainkit.store.files import write_text_atomic
     from trainkit.trained import evaluate
     from trainkit.trained import predict as inference
 
@@ -38,7 +39,7 @@ def run_eval(args: argparse.Namespace) -> int:
     print(evaluate.format_eval(result))
     out = Path(args.out) if args.out else Path(args.ckpt).with_name("eval.json")
     try:
-        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_text_atomic(out, json.dumps(result, indent=2) + "\n")
     except OSError as exc:
         raise ConfigError(f"--out {out}: cannot write it ({exc.strerror}); choose another place") from None
     print(f"\nwrote {out}")

@@ -26,6 +26,7 @@ from trainkit.errors import ConfigError
 from trainkit.run import devices
 from trainkit.run.build import build_run
 from trainkit.run.config import Config
+from trainkit.store.files import save_figure, write_atomic
 
 BETA = 0.98  # the smoothing of the loss
 DIVERGE = 4.0  # stop once the smoothed loss exceeds this many times its best
@@ -121,10 +122,12 @@ def write(result: Result, folder: Path) -> tuple[Path, Path]:
 
     folder.mkdir(parents=True, exist_ok=True)
     table = folder / "lr_find.csv"
-    with open(table, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["lr", "loss", "smoothed_loss"])
-        w.writerows(zip(result.lrs, result.losses, result.smoothed))
+    write_atomic(
+        table,
+        lambda f: csv.writer(f).writerows(
+            [("lr", "loss", "smoothed_loss"), *zip(result.lrs, result.losses, result.smoothed)]
+        ),
+    )
     fig, ax = plt.subplots(figsize=(7, 4.2))
     ax.plot(result.lrs, result.losses, alpha=0.3, label="loss")
     ax.plot(result.lrs, result.smoothed, label="smoothed loss")
@@ -137,6 +140,6 @@ def write(result: Result, folder: Path) -> tuple[Path, Path]:
     ax.legend()
     ax.grid(alpha=0.3)
     figure = folder / "lr_find.png"
-    fig.savefig(figure, dpi=100, bbox_inches="tight")
+    save_figure(fig, figure)
     plt.close(fig)
     return table, figure

@@ -52,4 +52,4 @@ class Csv(Sink):
         write_text_atomic(self.path, as_csv(self.records))
 
 
-SINK = SinkKind(make=Csv, files=(NAME,))
+SINK = SinkKind(make=lambda c: Csv(c) if c.log.csv else None, files=(NAME,))

@@ -1,4 +1,4 @@
-"""The `log` section of a config: the console's progress, visdom, TensorBoard and the report."""
+"""The `log` section of a config: the console's progress, visdom, TensorBoard, metrics.csv and the report."""
 
 from __future__ import annotations
 
@@ -48,3 +48,4 @@ class LogConfig:
     # off: no bar and no step lines, the epoch lines stay; quiet (train --quiet): only warnings and errors
     progress: Literal["auto", "bar", "lines", "off", "quiet"] = "auto"
     report: bool = True  # report.html and report/*.png at the end of a run (trainkit report)
+    csv: bool = False  # metrics.csv beside metrics.jsonl: a row per epoch (the csv sink)

@@ -28,6 +28,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from trainkit.store.files import write_text_atomic
+
 MATHJAX = "mathjax@2.7.5"
 MATHJAX_FILES = (
     "config/Safe.js",
@@ -119,9 +121,7 @@ def patch_template(static: Path) -> bool:
             f"visdom assets: {template} is not the page trainkit knows (no line with {TEMPLATE_ORIGINAL}); "
             "reinstall visdom==0.2.4 (make clean && make install)"
         )
-    partial = template.with_name(template.name + ".part")
-    partial.write_text(text.replace(TEMPLATE_ORIGINAL, TEMPLATE_PATCHED), encoding="utf-8")
-    os.replace(partial, template)
+    write_text_atomic(template, text.replace(TEMPLATE_ORIGINAL, TEMPLATE_PATCHED))
     return True
 
 
@@ -141,7 +141,7 @@ def install(static: Path | None = None, quiet: bool = False) -> int:
     if not user_css.is_file():
         user_css.parent.mkdir(exist_ok=True)
         user_css.write_text("/* custom styles for the visdom page */\n")
-    (static / "version.built").write_text(visdom_version())
+    write_text_atomic(static / "version.built", visdom_version())
     if not quiet:
         print(f"visdom assets: wrote {written} files from the npm registry into {static}")
     return written

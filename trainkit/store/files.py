@@ -62,3 +62,9 @@ def write_atomic(path: str | Path, write: Callable[[IO[Any]], Any], binary: bool
 
 def write_text_atomic(path: str | Path, text: str, mode: int = 0o666) -> None:
     write_atomic(path, lambda f: f.write(text), mode=mode)
+
+
+def save_figure(fig: Any, path: str | Path) -> None:
+    """A matplotlib figure as PNG (or whatever `path`'s suffix names), written atomically."""
+    with atomic_path(path, keep_suffix=True) as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight")

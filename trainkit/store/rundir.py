@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from trainkit.errors import RunDirError, TrainingError
+from trainkit.store.files import atomic_path, write_text_atomic
 from trainkit.text import some
 
 LOCK_NAME = ".trainkit.lock"  # held (fcntl) by the one process that writes the run; holds its PID
@@ -38,7 +39,7 @@ def truncate_jsonl(path: Path, epochs: int) -> None:
     """Keep the records of the first `epochs` epochs: the ones a resumed checkpoint has seen."""
     kept = [r for r in read_jsonl(path) if r.get("epoch", 0) <= epochs]
     if path.exists():
-        path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))  # a crash keeps the whole file
 
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "steps.jsonl", "last.pt", "best.pt", "samples.png", "eval.json")
@@ -231,13 +232,14 @@ class RunFiles:
                 if not path.is_dir():  # a sink's folder (tb/) is kept: TensorBoard reads runs side by side
                     with contextlib.suppress(FileNotFoundError):
                         path.unlink()
-        (d / "config.yaml").write_text(self.resolved, encoding="utf-8")
+        write_text_atomic(d / "config.yaml", self.resolved)
         truncate_jsonl(d / "metrics.jsonl", self.epochs_kept)
         truncate_jsonl(d / "steps.jsonl", self.epochs_kept)
         if self.grid is not None:
             from torchvision.utils import save_image
 
-            save_image(self.grid, d / "samples.png")
+            with atomic_path(d / "samples.png", keep_suffix=True) as tmp:  # the suffix names the format
+                save_image(self.grid, tmp)
 
 
 @dataclass

@@ -20,6 +20,7 @@ import numpy as np
 
 from trainkit.models.table import SOURCES
 from trainkit.run import metrics
+from trainkit.store.files import save_figure, write_text_atomic
 from trainkit.store.rundir import RunRecord, load_run
 from trainkit.trained.evaluate import Predictions, val_predictions
 from trainkit.trained.load import Trained, load_trained
@@ -31,7 +32,7 @@ PER_PAIR = 8
 def _figure(fig: Any, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -181,7 +182,7 @@ def write_report(run_dir: str | Path, ckpt: str | Path | None = None, data_dir: 
         figures.append(("samples.png", "Training samples after the train transforms"))
     page = render(t.cfg.name, run, facts(run, t, len(p.true)), figures, folder, pc, classes, conf)
     out = run.run_dir / "report.html"
-    out.write_text(page, encoding="utf-8")
+    write_text_atomic(out, page)
     return out
 
 
