@@ -1,5 +1,5 @@
-"""What a config holds of the training loop: the optim, scheduler, train and eval sections (`schema` holds
-the rest, and the whole `Config`)."""
+"""What a config holds of the training loop: the optim, scheduler, train and eval sections (each builder
+package holds its own section, `run.config` the whole `Config`)."""
 
 from __future__ import annotations
 

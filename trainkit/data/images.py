@@ -2,7 +2,7 @@
 arrays of torchvision's decoded datasets (the dataset types are in `data.table`).
 
 A file that cannot be decoded never raises inside a worker: the dataset
-returns a `BadSample` marker and `data.collate` moves it to a side list, so
+returns a `BadSample` marker and `loaders.collate` moves it to a side list, so
 the main process can name the file (`on_bad_image: error`) or count it
 (`on_bad_image: skip`) across all workers.
 """

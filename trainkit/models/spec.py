@@ -1,4 +1,4 @@
-"""The model spec tree of a config, parsed and checked at config time (`models` builds it).
+"""The model spec tree of a config, parsed and checked at config time (`models.layers` builds it).
 
 A spec node is one of:
 
@@ -6,7 +6,7 @@ A spec node is one of:
 - `SeqNode` (`sequential:` a list, or a mapping of name to node),
 - `DictNode` (`moduledict:` a mapping of name to node, applied in `forward` order).
 
-`schema` and `models` both use it; it imports neither.
+`models.schema` checks it and `models.layers` builds it; it imports neither.
 """
 
 from __future__ import annotations

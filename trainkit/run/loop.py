@@ -1,6 +1,6 @@
 """The training loop: `fit` and `train_one_epoch`. Plain functions, read top to bottom.
 
-A `Run` (built by `run.build_run`) holds everything; what happens goes to `run.sinks`.
+A `Run` (built by `run.build.build_run`) holds everything; what happens goes to `run.sinks`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Checkpoint files: atomic save, safe load, state_dicts that fit a model, RNG state.
 
-It imports nothing of trainkit but its errors: what a checkpoint holds is listed by the run
-(`run.PARTS`), and a run is loaded from one by `trained.load_trained`.
+It imports nothing of trainkit but its errors, the atomic write and the YAML budget: what a checkpoint holds
+is listed by the run (`run.build.PARTS`), and a run is loaded from one by `trained.load.load_trained`.
 
 A checkpoint is a dict of plain data and tensors only (state_dicts, counters,
 RNG states, the resolved config as a dict, class names, versions), so it loads
