@@ -17,7 +17,7 @@ import traceback
 from typing import NoReturn
 
 import trainkit
-from trainkit.commands import evaluate, inspect_shapes, lr_find, predict, report, train, visdom
+from trainkit.commands import evaluate, inspect_shapes, lr_find, models, predict, report, train, visdom
 from trainkit.commands.base import Command
 from trainkit.errors import TrainingError, TrainkitError
 from trainkit.text import one_line
@@ -29,6 +29,7 @@ COMMANDS: dict[str, Command] = {  # in the order `trainkit --help` lists them
     "features": predict.FEATURES,
     "export": predict.EXPORT,
     "inspect-shapes": inspect_shapes.COMMAND,
+    "models": models.COMMAND,
     "visdom": visdom.SERVER,
     "lr-find": lr_find.COMMAND,
     "report": report.COMMAND,

@@ -22,6 +22,14 @@ def add_set(p: argparse.ArgumentParser, help_: str = "override a config key; the
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help_)
 
 
+def add_trust(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="import the checkpoint's model.python code (importing it runs it; only for checkpoints you trust)",
+    )
+
+
 def say(notes: list[str]) -> None:
     """Notes about the user's input (not errors), on stderr so that stdout stays the command's output."""
     for note in notes:

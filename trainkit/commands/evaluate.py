@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from trainkit.commands import report
-from trainkit.commands.base import Command, add_set
+from trainkit.commands.base import Command, add_set, add_trust
 from trainkit.errors import ConfigError
 
 EXAMPLES = """examples:
@@ -26,6 +26,7 @@ def eval_arguments(p: argparse.ArgumentParser) -> None:
         choices=("off", "flip", "flip_translate"),
         help="test-time augmentation (default: the config's eval.tta); the same as --set eval.tta=...",
     )
+    add_trust(p)
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -35,7 +36,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     inference.check_out(args.out, (".json",))  # before the evaluation, not after it
     overrides = tuple(args.overrides) + ((f"eval.tta={args.tta}",) if args.tta else ())
-    result = evaluate.eval_checkpoint(args.ckpt, args.data, overrides)
+    result = evaluate.eval_checkpoint(args.ckpt, args.data, overrides, trust_code=args.trust_code)
     print(evaluate.format_eval(result))
     out = Path(args.out) if args.out else Path(args.ckpt).with_name("eval.json")
     try:
@@ -45,7 +46,7 @@ def run_eval(args: argparse.Namespace) -> int:
     print(f"\nwrote {out}")
     run_dir = Path(args.ckpt).parent
     if (run_dir / "report.html").is_file():  # refresh a run's report with this evaluation
-        report.write_and_say(run_dir, args.ckpt, args.data)
+        report.write_and_say(run_dir, args.ckpt, args.data, trust_code=args.trust_code)
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from trainkit.commands.base import Command, add_set, say
+from trainkit.commands.base import Command, add_set, add_trust, say
 from trainkit.errors import ConfigError
 
 EXAMPLES = """examples:
@@ -25,6 +25,7 @@ def inspect_shapes_arguments(p: argparse.ArgumentParser) -> None:
         metavar=("C", "H", "W"),
         help="input size of one sample (default: the first val sample after its transforms)",
     )
+    add_trust(p)
 
 
 def run_inspect_shapes(args: argparse.Namespace) -> int:
@@ -35,7 +36,7 @@ def run_inspect_shapes(args: argparse.Namespace) -> int:
     from trainkit.trained import load as trained
 
     if args.ckpt:
-        t = trained.load_trained(args.ckpt, args.overrides, device="cpu")
+        t = trained.load_trained(args.ckpt, args.overrides, device="cpu", trust_code=args.trust_code)
         cfg, model = t.cfg, t.model
     else:
         notes: list[str] = []

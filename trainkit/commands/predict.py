@@ -7,7 +7,7 @@ import contextlib
 import sys
 from collections.abc import Iterator
 
-from trainkit.commands.base import Command
+from trainkit.commands.base import Command, add_trust
 from trainkit.text import first_line, plural
 
 CKPT_HELP = "a trainkit checkpoint (best.pt or last.pt); nothing else is needed"
@@ -69,9 +69,11 @@ def export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", default="dynamic", metavar="dynamic|N", help="batch size: dynamic (default) or N")
     p.add_argument("--data", metavar="PATH", help="images to verify the export on (default: the run's val data)")
     p.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
+    add_trust(p)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    add_trust(p)
     p.add_argument(
         "--batch-size",
         type=int,
@@ -107,7 +109,7 @@ def run_predict(args: argparse.Namespace) -> int:
     inference.check_out(args.out, (".csv", ".jsonl"))
     _check_positive(args.topk, "--topk")
     _check_positive(args.batch_size, "--batch-size")
-    t = trained.load_trained(args.ckpt, device=args.device)
+    t = trained.load_trained(args.ckpt, device=args.device, trust_code=args.trust_code)
     inputs = inference.find_images(args.paths, t.classes)
     with _model_errors(args.paths):
         rows, skipped = inference.predict_files(
@@ -132,7 +134,7 @@ def run_features(args: argparse.Namespace) -> int:
 
     inference.check_out(args.out, (".npz",))
     _check_positive(args.batch_size, "--batch-size")
-    t = trained.load_trained(args.ckpt, device=args.device)
+    t = trained.load_trained(args.ckpt, device=args.device, trust_code=args.trust_code)
     inference.check_layers(t.model, args.layer)
     inputs = inference.find_images(args.data, t.classes, key="--data")
     with _model_errors(args.data):
@@ -149,7 +151,7 @@ def run_features(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from trainkit.trained import export
 
-    report = export.export(args.ckpt, args.format, args.out, args.input_size, args.batch, args.data)
+    report = export.export(args.ckpt, args.format, args.out, args.input_size, args.batch, args.data, args.trust_code)
     print(report)
     return 0
 

@@ -7,7 +7,7 @@ import os
 from typing import TYPE_CHECKING
 
 from trainkit.commands import report
-from trainkit.commands.base import Command, add_set, say
+from trainkit.commands.base import Command, add_set, add_trust, say
 from trainkit.errors import ConfigError
 
 if TYPE_CHECKING:  # a command imports what it needs when it runs: `trainkit --help` stays fast
@@ -57,6 +57,7 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="train on N processes with DDP, launched by torchrun (data.batch_size is per process)",
     )
+    add_trust(p)
 
 
 def _train_config(args: argparse.Namespace) -> tuple[Config, dict | None]:
@@ -76,8 +77,9 @@ def _train_config(args: argparse.Namespace) -> tuple[Config, dict | None]:
     notes: list[str] = []
     if args.config:
         cfg = config.load_config(args.config, overrides, notes)
-    elif ckpt is not None:
+    elif ckpt is not None:  # the checkpoint's own config: data, not orders (its code runs only if trusted)
         cfg = trained.checkpoint_config(ckpt, args.resume, overrides, notes=notes)
+        trained.check_code(cfg, ckpt, args.resume, args.trust_code)
     else:
         raise ConfigError("train: give --config FILE (or --resume CKPT to continue a run with its own config)")
     moved = resuming.moved_note(ckpt, args.resume, cfg.run_path) if ckpt is not None and not args.run_dir else None
@@ -134,7 +136,7 @@ def run_train(args: argparse.Namespace) -> int:
         r = run.build_run(cfg, resume=point.path, overwrite=args.overwrite, ckpt=point.ckpt)
         engine.fit(r)
         if cfg.log.report and r.dist.main:
-            report.write_and_say(r.run_dir)
+            report.write_and_say(r.run_dir, trust_code=True)  # its own run: the config the user gave
     finally:
         distributed.close()
         if r is not None and r.lock is not None:

@@ -86,18 +86,22 @@ def build_model(
     cfg: ModelConfig,
     seed: int | None = None,
     notes: list[str] | None = None,
-    load_weights: Callable[[nn.Module, str], str | None] | None = None,
+    load_weights: Callable[[nn.Module, str, str], str | None] | None = None,
+    num_classes: int | None = None,
 ) -> nn.Module:
     """Build the model of a `ModelConfig` from its source (`models.table`), seeded so that the same seed gives
-    the same weights; init it, load `model.weights` through `load_weights` (the store's, given by whoever
-    builds the run; None: the model's own weights come later, from a checkpoint), replace and freeze. What is
+    the same weights; init it, load `model.weights` (or the file of `model.pretrained`) through `load_weights`
+    (the store's, given by whoever builds the run; None: the model's own weights come later, from a
+    checkpoint), replace and freeze. `num_classes`: the data's, for a pretrained source's new head. What is
     worth saying (a head left unloaded) goes to `notes`."""
     if seed is not None:
         torch.manual_seed(seed)
-    model = SOURCES[cfg.source].build(cfg)
+    model = SOURCES[cfg.source].build(cfg, num_classes)
     apply_init(model, cfg.init)
-    if cfg.weights and load_weights is not None:  # the store reads the file; the caller chooses to
-        note = load_weights(model, cfg.weights)
+    named = cfg.pretrained_weights
+    if load_weights is not None and (cfg.weights or named):  # the store reads the file; the caller chooses to
+        where, key = (cfg.weights, "model.weights") if cfg.weights else (named.url, f"model.pretrained {named.name}")  # type: ignore[union-attr]
+        note = load_weights(model, where, key)
         if note and notes is not None:
             notes.append(note)
     _replace(model, cfg.replacements, cfg.init)

@@ -10,6 +10,7 @@ from trainkit.config import specs
 from trainkit.config.specs import Call
 from trainkit.errors import key_error
 from trainkit.models import spec as modelspec
+from trainkit.models.source import Pretrained
 from trainkit.models.table import SOURCES
 from trainkit.text import suggest
 
@@ -51,8 +52,10 @@ class ModelConfig:
     moduledict: dict[str, Any] | None = None
     forward: list[str] | None = None
     torchvision: str | None = None
+    python: str | None = None  # FILE.py:NAME or MODULE:NAME, a class or factory of the user's (models.python)
     args: dict[str, Any] = field(default_factory=dict)
     weights: str | None = None
+    pretrained: Union[str, bool, None] = None  # named weights of the source (model.torchvision: DEFAULT, ...)
     init: dict[str, InitConfig] = field(default_factory=dict)
     freeze: list[str] = field(default_factory=list)
     replace: dict[str, Any] = field(default_factory=dict)
@@ -60,6 +63,12 @@ class ModelConfig:
     source: str = field(init=False, default="")  # the key of models.table.SOURCES that is given
     net: Any = field(init=False, default=None)  # what the source's check returned (a parsed spec tree)
     replacements: dict[str, Any] = field(init=False, default_factory=dict)
+
+    @property
+    def pretrained_weights(self) -> Pretrained | None:
+        """The named weights of `model.pretrained`, resolved by the source (None: none asked for)."""
+        resolve = SOURCES[self.source].pretrained
+        return resolve(self) if resolve is not None else None
 
     def _check(self, path: str) -> None:
         given = [k for k in SOURCES if getattr(self, k) is not None]
@@ -71,6 +80,10 @@ class ModelConfig:
         if self.forward is not None and self.moduledict is None:
             raise key_error(f"{path}.forward", "only applies to model.moduledict")
         self.source = given[0]
+        if self.pretrained not in (None, False) and SOURCES[self.source].pretrained is None:
+            raise key_error(f"{path}.pretrained", f"model.{self.source} has no named weights; use model.weights: PATH")
+        if self.pretrained not in (None, False) and self.weights:
+            raise key_error(f"{path}.pretrained", "give model.pretrained or model.weights, not both")
         self.net = SOURCES[self.source].check(self, path)
         layers = specs.nn_layers()
         for name in self.init:

@@ -8,7 +8,7 @@ from trainkit.models import spec
 from trainkit.models.source import ModelSource
 
 
-def build_tree(cfg: Any) -> Any:
+def build_tree(cfg: Any, num_classes: int | None = None) -> Any:
     from trainkit.models.layers import build_node
 
     return build_node(cfg.net)

@@ -91,5 +91,6 @@ def check_torchvision(name: str, args: dict[str, Any], path: str) -> None:
         if forbidden in args:
             raise key_error(
                 f"{path}.args.{forbidden}",
-                "trainkit never downloads weights; give a local state_dict file as model.weights: PATH",
+                "trainkit never downloads weights through args; name them as model.pretrained: NAME "
+                "(e.g. DEFAULT), or give a local state_dict file as model.weights: PATH",
             )

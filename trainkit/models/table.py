@@ -3,11 +3,12 @@ one line here (and its key, a field of `models.schema.ModelConfig`)."""
 
 from __future__ import annotations
 
-from trainkit.models import moduledict, sequential, torchvision
+from trainkit.models import moduledict, python, sequential, torchvision
 from trainkit.models.source import ModelSource
 
 SOURCES: dict[str, ModelSource] = {
     "sequential": sequential.SOURCE,
     "moduledict": moduledict.SOURCE,
     "torchvision": torchvision.SOURCE,
+    "python": python.SOURCE,
 }

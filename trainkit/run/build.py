@@ -20,6 +20,7 @@ from trainkit.data.mixing import BatchMix
 from trainkit.errors import CheckpointError, ConfigError, RunDirError
 from trainkit.models import build as models
 from trainkit.models import optim, shapes
+from trainkit.models import python as python_source
 from trainkit.models.ema import EMA
 from trainkit.run import config, devices, distributed
 from trainkit.run.config import Config
@@ -161,6 +162,8 @@ def make_checkpoint(run: Run, epoch_metrics: dict[str, Any]) -> dict[str, Any]:
             k: v for k, v in epoch_metrics.items() if isinstance(v, (int, float, str, bool)) or k == "confusion"
         },
         "versions": {"trainkit": trainkit.__version__, "torch": str(torch.__version__)},
+        **({"pretrained": named.record()} if (named := run.cfg.model.pretrained_weights) else {}),
+        **({"model_code": python_source.record(run.cfg.model.net)} if run.cfg.model.source == "python" else {}),
     }
 
 
@@ -257,7 +260,11 @@ def build_run(
     val_limit = limit_batches * cfg.data.eval_batch_size if limit_batches else None
     d = data.build_data(cfg.data, cfg.seed, device, rank=rank.rank, world=rank.world, val_limit=val_limit)
     notes = list(d.notes)
-    model = models.build_model(cfg.model, seed=cfg.seed, notes=notes, load_weights=checkpoint.load_weights)
+    model = models.build_model(
+        cfg.model, seed=cfg.seed, notes=notes, load_weights=checkpoint.load_weights, num_classes=len(d.classes)
+    )
+    named = cfg.model.pretrained_weights
+    notes += [w for w in [named.normalize_warning(data.val_calls(cfg.data))] if w] if named else []
     if cfg.train.check_shapes:
         check_data(cfg, d, model)
     if ckpt is None and resume:

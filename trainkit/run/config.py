@@ -15,10 +15,11 @@ from typing import Any, Literal, Union
 import yaml
 
 from trainkit.config.train import EvalConfig, OptimConfig, SchedulerConfig, TrainConfig
-from trainkit.config.typed import apply_overrides, to_dict, validate
+from trainkit.config.typed import apply_overrides, build_section, to_dict, validate
 from trainkit.config.yamlio import MAX_BYTES, parse_yaml
-from trainkit.data.schema import DataConfig
+from trainkit.data.schema import DataConfig, TransformsConfig
 from trainkit.errors import ConfigError, check_parallel, key_error
+from trainkit.models import python as python_source
 from trainkit.models.schema import ModelConfig
 from trainkit.sinks.schema import ENV_NAME, LogConfig
 from trainkit.text import describe
@@ -68,6 +69,9 @@ class Config:
             raise key_error("name", f"use letters, digits, '.', '_' and '-' only, got {self.name!r}")
         if self.run_dir is None:
             self.run_dir = f"runs/{self.name}"
+        named = self.model.pretrained_weights
+        if named is not None and not self.data.transforms.train and self.data.transforms.val is None:
+            self.data.transforms = build_section(TransformsConfig, named.transforms(), "data.transforms")
 
 
 def from_dict(raw: Any, origins: dict[str, str] | None = None) -> Config:
@@ -80,7 +84,7 @@ SECTIONS_NEEDED = {
     "data": "no data section: give data.train and data.val (folders with one sub-folder per class), "
     "or data.dataset: cifar10 with data.root",
     "model": "no model section: give model.sequential (a list of layers), model.moduledict, "
-    "or model.torchvision (a model name)",
+    "model.torchvision (a model name), or model.python (FILE.py:NAME, a model of your own)",
 }
 
 
@@ -118,6 +122,9 @@ def load_config(
     for section in needs:
         if section not in raw:
             raise ConfigError(f"{path}: {SECTIONS_NEEDED[section]}")
+    model = raw.get("model")
+    if isinstance(model, dict) and "python" in model:  # a file of the user's, relative to the config file
+        model["python"] = python_source.relative_to(model["python"], str(path.parent))
     return from_dict(raw, origins)
 
 

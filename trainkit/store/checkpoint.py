@@ -10,6 +10,7 @@ with `torch.load(weights_only=True)` and no pickled code ever runs.
 
 from __future__ import annotations
 
+import os
 import pickle
 import random
 import re
@@ -208,17 +209,48 @@ def head_of(model: nn.Module) -> str | None:
     return named[-1] if named else None
 
 
-def load_weights(model: nn.Module, path: str) -> str | None:
-    """`model.weights`: a bare state_dict file, or a trainkit checkpoint's model (its average, with train.ema).
+def cache_path(url: str) -> Path:
+    """Where torch hub keeps the file of `url`: `$TORCH_HOME/hub/checkpoints/<its file name>`."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def cached_file(url: str, key: str) -> Path:
+    """A pretrained file where torch keeps it (`$TORCH_HOME/hub/checkpoints/<the URL's file name>`): there
+    already, or downloaded by torch hub (its progress bar, its hash check). Offline: one line that says where
+    to put it."""
+    import torch.hub
+
+    path = cache_path(url)
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prefix = re.search(r"-([a-f0-9]{8,})\.", os.path.basename(url))
+    try:
+        torch.hub.download_url_to_file(url, str(path), prefix.group(1) if prefix else None, progress=True)
+    except (OSError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{key}: the file is not in torch's cache ({path}) and cannot be downloaded ({first_line(exc)}); "
+            f"on a machine with a network: curl -L {url} -o {path}"
+        ) from None
+    return path
+
+
+def load_weights(model: nn.Module, path: str, key: str = "model.weights") -> str | None:
+    """`model.weights`: a bare state_dict file, or a trainkit checkpoint's model (its average, with train.ema);
+    also the file of `model.pretrained` (`path` its URL: `cached_file`). `key` names it in messages.
 
     As timm does when `num_classes` changes, the final classifier's tensors whose shape differs (another
     number of classes) are not loaded and keep their initialization; the line that says so is returned.
     Any other difference is an error.
     """
+    if path.startswith(("https://", "http://")):
+        path = str(cached_file(path, key))
     state = load_file(path)
     if isinstance(state, dict) and state.get("format") == FORMAT:
         state = inference_weights(state)
-    source = f"model.weights {path}"
+    source = f"{key} {path}"
     head, own = head_of(model), model.state_dict()
     note = None
     if head is not None and isinstance(state, dict):
@@ -229,9 +261,8 @@ def load_weights(model: nn.Module, path: str) -> str | None:
         if skipped:
             ours, theirs = own[skipped[0]].shape[0], state[skipped[0]].shape[0]
             state = {k: v for k, v in state.items() if k not in skipped} | {k: own[k] for k in skipped}
-            note = (
-                f"model.weights: {', '.join(skipped)} not loaded (the head has {ours} classes, the checkpoint {theirs})"
-            )
+            theirs_are = "the checkpoint" if key == "model.weights" else "the weights"
+            note = f"{key}: {', '.join(skipped)} not loaded (the head has {ours} classes, {theirs_are} {theirs})"
     load_state(model, state, source)
     return note
 

@@ -19,9 +19,11 @@ from trainkit.text import fmt_pct
 from trainkit.trained.load import Trained, load_trained
 
 
-def eval_checkpoint(path: str, data_dir: str | None = None, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+def eval_checkpoint(
+    path: str, data_dir: str | None = None, overrides: tuple[str, ...] = (), trust_code: bool = False
+) -> dict[str, Any]:
     """Rebuild model and val data from a checkpoint alone and evaluate them as training did."""
-    t = load_trained(path, overrides, data_dir)
+    t = load_trained(path, overrides, data_dir, trust_code=trust_code)
     try:
         d = t.val_data()
     except DataError as exc:

@@ -169,13 +169,21 @@ def _verify(t: Trained, model: nn.Module, fmt: str, x: torch.Tensor, tmp: str, b
         raise TrainingError(f"export --format {fmt}: the model could not be exported: {first_line(exc)}") from None
 
 
-def export(ckpt: str, fmt: str, out: str, input_size: list[int] | None, batch_arg: str, data_dir: str | None) -> str:
+def export(
+    ckpt: str,
+    fmt: str,
+    out: str,
+    input_size: list[int] | None,
+    batch_arg: str,
+    data_dir: str | None,
+    trust_code: bool = False,
+) -> str:
     """Export, verify and write the sidecar; returns the report."""
     batch = parse_batch(batch_arg)
     check_out(out, (".pt2",) if fmt == "exported-program" else ("",))  # torch.export.load reads .pt2 files only
     if fmt == "onnx":
         check_onnx()
-    t = load_trained(ckpt, device="cpu")
+    t = load_trained(ckpt, device="cpu", trust_code=trust_code)
     x, what = example_batch(t, data_dir, input_size, batch)
     model = copy.deepcopy(t.model).float().to(memory_format=torch.contiguous_format).eval()
     with atomic_path(out, keep_suffix=True) as tmp:  # `out` appears only once verified; an earlier one stays

@@ -23,6 +23,7 @@ from trainkit.data import build as data
 from trainkit.data.table import DATASETS
 from trainkit.errors import CheckpointError, ConfigError
 from trainkit.models import build as models
+from trainkit.models import python as python_source
 from trainkit.run import config, devices
 from trainkit.run.config import Config
 from trainkit.store import checkpoint
@@ -123,13 +124,31 @@ class Trained:
         return data.build_data(self.cfg.data, self.cfg.seed, self.device, classes=self.classes, train=False)
 
 
+def check_code(cfg: Config, ckpt: dict[str, Any], source: str, trust_code: bool) -> None:
+    """A checkpoint whose model is `model.python` is imported only with --trust-code: importing it runs code.
+    With it, a file that has changed since training is said in one line."""
+    if cfg.model.source != "python":
+        return
+    ref = cfg.model.net
+    if not trust_code:
+        raise CheckpointError(
+            f"{source}: its model is code ({ref}), and importing it runs that code; give --trust-code if you "
+            "trust where this checkpoint came from"
+        )
+    stored, now = (ckpt.get("model_code") or {}).get("sha256"), python_source.source_hash(ref)
+    if stored and now and stored != now:
+        print(f"trainkit: warning: {ref.target} has changed since {source} was trained; its weights may not fit", file=sys.stderr)  # fmt: skip
+
+
 def load_trained(
     path: str | Path,
     overrides: tuple[str, ...] | list[str] = (),
     data_dir: str | None = None,
     device: str | None = None,
+    trust_code: bool = False,
 ) -> Trained:
-    """Rebuild a checkpoint's model with the weights it is evaluated with; `device` overrides the config's."""
+    """Rebuild a checkpoint's model with the weights it is evaluated with; `device` overrides the config's;
+    `trust_code`: --trust-code, for a model of `model.python`."""
     source = str(path)
     ckpt = checkpoint.read_checkpoint(path)
     # the checkpoint's own weights replace any starting weights: derive the config, never mutate it
@@ -137,8 +156,9 @@ def load_trained(
     if isinstance(stored.get("model"), dict):
         stored["model"]["weights"] = None
     cfg = checkpoint_config({**ckpt, "config": stored}, source, overrides, data_dir)
+    check_code(cfg, ckpt, source, trust_code)
     devices.set_threads(cfg.threads)
-    model = models.build_model(cfg.model, seed=cfg.seed)
+    model = models.build_model(cfg.model, seed=cfg.seed, num_classes=len(ckpt["classes"]))  # no weights file read
     checkpoint.load_state(model, checkpoint.inference_weights(ckpt), source)
     dev = devices.select_device(device or cfg.device)
     model.to(dev).eval()

@@ -124,6 +124,13 @@ def pair_figure(p: Predictions, idx: list[int], classes: list[str], path: Path) 
     _figure(fig, path)
 
 
+def pretrained_line(p: dict[str, Any]) -> str:
+    """The weights a run started from: their name, ImageNet top-1, parameter count and recipe."""
+    top1 = f", ImageNet top-1 {p['top1']:.1f}%" if isinstance(p.get("top1"), (int, float)) else ""
+    params = f", {p['params']:,} parameters" if isinstance(p.get("params"), int) else ""
+    return f"{p.get('name')}{top1}{params}" + (f"; recipe {p['recipe']}" if p.get("recipe") else "")
+
+
 def facts(run: RunRecord, t: Trained, n_val: int) -> list[tuple[str, str]]:
     r, ckpt, cfg = run.records, t.ckpt, t.cfg
     monitor = cfg.train.monitor
@@ -136,6 +143,7 @@ def facts(run: RunRecord, t: Trained, n_val: int) -> list[tuple[str, str]]:
         ("name", cfg.name),
         ("dataset", f"{cfg.data.dataset}: {len(t.classes)} classes, {n_val} val images"),
         ("model", f"{model}, {params:,} parameters"),
+        *([("pretrained", pretrained_line(ckpt["pretrained"]))] if isinstance(ckpt.get("pretrained"), dict) else []),
         ("epochs", f"{r[-1]['epoch']} of {cfg.train.epochs}"),
         ("best", f"{monitor} {best[monitor]:.4f} at epoch {best['epoch']}" if best else "-"),
         ("weights shown", f"{t.path} (epoch {t.epoch}, {t.weights})"),
@@ -146,7 +154,9 @@ def facts(run: RunRecord, t: Trained, n_val: int) -> list[tuple[str, str]]:
     ]
 
 
-def write_report(run_dir: str | Path, ckpt: str | Path | None = None, data_dir: str | None = None) -> Path:
+def write_report(
+    run_dir: str | Path, ckpt: str | Path | None = None, data_dir: str | None = None, trust_code: bool = False
+) -> Path:
     """Write RUN_DIR/report.html and RUN_DIR/report/*.png; returns the HTML's path."""
     import matplotlib
 
@@ -155,7 +165,7 @@ def write_report(run_dir: str | Path, ckpt: str | Path | None = None, data_dir: 
     ckpt_path = (
         Path(ckpt) if ckpt else next(p for p in (run.run_dir / "best.pt", run.run_dir / "last.pt") if p.is_file())
     )
-    t = load_trained(ckpt_path, data_dir=data_dir, device="cpu")
+    t = load_trained(ckpt_path, data_dir=data_dir, device="cpu", trust_code=trust_code)
     p = val_predictions(t)
     classes, n = t.classes, len(t.classes)
     conf = np.zeros((n, n), dtype=np.int64)

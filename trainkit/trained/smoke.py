@@ -34,7 +34,7 @@ def fast_dev_run(cfg: Config, batches: int, keep: bool) -> str:
     run.temporary = not keep
     try:
         record = engine.fit(run)
-        trained = load_trained(run.run_dir / "last.pt", device=str(run.device))
+        trained = load_trained(run.run_dir / "last.pt", device=str(run.device), trust_code=True)  # its own config
         saved, loaded = checkpoint.unwrap(run.model).state_dict(), trained.model.state_dict()
         if any(not torch.equal(saved[k].cpu(), loaded[k].cpu()) for k in saved):
             raise TrainingError(f"{run.run_dir / 'last.pt'}: the weights loaded back differ from the model's")
