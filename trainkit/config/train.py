@@ -127,6 +127,22 @@ class EmaConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """fastai's `fine_tune`, Lightning's `BackboneFinetuning`: the new head alone for `frozen_epochs`, then the
+    whole model, the backbone (all but the final classifier) at optim.lr * `unfrozen_lr_scale`."""
+
+    frozen_epochs: int = 1
+    unfrozen_lr_scale: float = 0.1
+
+    def _check(self, path: str) -> None:
+        if self.frozen_epochs < 1:
+            raise key_error(f"{path}.frozen_epochs", f"must be a positive number of epochs, got {self.frozen_epochs}")
+        check_count(self.frozen_epochs, f"{path}.frozen_epochs")
+        if not 0 < self.unfrozen_lr_scale <= 1e6 or not math.isfinite(self.unfrozen_lr_scale):
+            raise key_error(f"{path}.unfrozen_lr_scale", f"must be a positive number, got {self.unfrozen_lr_scale}")
+
+
+@dataclass
 class CheckpointEveryConfig:
     """A mid-epoch last.pt, so that a kill -9 (OOM, preemption) loses at most this much: every `steps`
     optimizer steps, or `minutes` since the last checkpoint, whichever comes first."""
@@ -177,6 +193,7 @@ class TrainConfig:
     save_top_k: int = 1  # 1: best.pt; k > 1 also keeps the k best as epoch=NNN-<monitor>=V.pt; -1 all; 0 none
     # null: only at the end of each epoch (and on SIGINT/SIGTERM)
     checkpoint_every: CheckpointEveryConfig | None = field(default_factory=CheckpointEveryConfig)
+    finetune: FinetuneConfig | None = None  # the head alone first, then everything (run.finetune)
 
     def _check(self, path: str) -> None:
         if not self.fp16_init_scale > 0 or not math.isfinite(self.fp16_init_scale):

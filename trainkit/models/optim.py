@@ -15,7 +15,7 @@ from trainkit.errors import ConfigError
 from trainkit.text import suggest
 
 
-def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
+def param_groups(model: nn.Module, cfg: OptimConfig, backbone: tuple[set[str], float] | None = None) -> list[dict]:
     """Trainable parameters in groups: those of `optim.groups` (each parameter in the first group whose
     patterns match its name), and the rest, where biases and normalization weights (ndim <= 1) skip weight
     decay by default. The rest come first, so that group 0 carries optim.lr itself."""
@@ -37,6 +37,12 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
         custom.append(
             {"params": [p for _, p in hits], "lr": cfg.lr * group.lr_scale, "lr_scale": group.lr_scale, **group.kwargs}
         )
+    if backbone is not None:  # train.finetune: the backbone in a group of its own, at its scaled rate
+        backbone_set, scale = backbone
+        hits = [(n, p) for n, p in params if n in backbone_set and n not in taken]
+        taken.update(n for n, _ in hits)
+        if hits:
+            custom.append({"params": [p for _, p in hits], "lr": cfg.lr * scale, "lr_scale": scale})
     rest = [(n, p) for n, p in params if n not in taken]
     wd = cfg.kwargs.get("weight_decay", 0.0) or 0.0
     default: list[dict[str, Any]]
@@ -50,10 +56,12 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     return [g for g in default if g["params"]] + custom
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, cfg: OptimConfig, backbone: tuple[set[str], float] | None = None
+) -> torch.optim.Optimizer:
     cls = specs.optimizers()[cfg.type]
     try:
-        return cls(param_groups(model, cfg), lr=cfg.lr, **cfg.kwargs)
+        return cls(param_groups(model, cfg, backbone), lr=cfg.lr, **cfg.kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"optim: {cfg.type} rejected its arguments: {exc}") from None
 

@@ -24,6 +24,7 @@ from trainkit.models import python as python_source
 from trainkit.models.ema import EMA
 from trainkit.run import config, devices, distributed
 from trainkit.run.config import Config
+from trainkit.run.finetune import backbone_names, check_finetune
 from trainkit.sinks import table as sinks_table
 from trainkit.sinks.base import SinkContext, Sinks
 from trainkit.store import checkpoint
@@ -75,6 +76,7 @@ class Run:
     frozen_norms: list[nn.Module] = field(default_factory=list)  # BatchNorm layers that run in eval mode
     limit_batches: int | None = None  # --fast-dev-run: this many training and val batches of one epoch
     temporary: bool = False  # --fast-dev-run without --run-dir: the run directory is removed after
+    backbone: set[str] = field(default_factory=set)  # train.finetune: the parameters frozen at first
     batch_mix: BatchMix = field(default_factory=lambda: BatchMix([], 0, 0, ""))  # data.batch_transforms
     lock: RunLock | None = None  # the run directory's lock, held by the process that writes it (rank 0)
 
@@ -279,6 +281,7 @@ def build_run(
             f"--resume {resume}: the checkpoint's {len(theirs):,} classes ({some(theirs)}) differ from the data's "
             f"{len(ours):,} ({some(ours)})"
         )
+    check_finetune(cfg.train.finetune, rank.enabled)
     run = _assemble(cfg, rank, device, d, model, notes)
     run.limit_batches = limit_batches
     if ckpt is not None:
@@ -317,7 +320,9 @@ def _assemble(
     use_channels_last = devices.channels_last(cfg, model)
     if use_channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = optim.build_optimizer(model, cfg.optim)
+    backbone = backbone_names(model) if cfg.train.finetune else set()
+    scale = cfg.train.finetune.unfrozen_lr_scale if cfg.train.finetune else 1.0
+    optimizer = optim.build_optimizer(model, cfg.optim, (backbone, scale) if backbone else None)
     for note in (
         optim.horizon_warning(cfg.scheduler, cfg.train.epochs, d.steps_per_epoch),
         optim.one_cycle_note(cfg.optim, cfg.scheduler),
@@ -348,6 +353,7 @@ def _assemble(
         dist=rank,
         notes=notes,
         frozen_norms=models.frozen_norms(model),
+        backbone=backbone,
         batch_mix=BatchMix(cfg.data.batch_calls, len(d.classes), cfg.seed, cfg.train.loss.type),
     )
 

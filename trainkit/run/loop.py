@@ -21,7 +21,7 @@ from trainkit.data import build as data
 from trainkit.data.loaders import epoch_batches
 from trainkit.errors import DataError
 from trainkit.models import optim
-from trainkit.run import config, devices, distributed, evaluation, metrics, pauses
+from trainkit.run import config, devices, distributed, evaluation, finetune, metrics, pauses
 from trainkit.run.build import Run, State, banner, make_checkpoint
 from trainkit.run.metrics import EpochMeters
 from trainkit.sinks import table as sinks_table
@@ -192,6 +192,7 @@ def _epochs(run: Run, files: RunFiles) -> dict[str, Any]:
     record: dict[str, Any] = {}
     for epoch in range(s.epoch, cfg.train.epochs):
         run.data.bad.take()
+        finetune.apply_phase(run, epoch)
         s.nan_skipped = s.amp_skipped = 0
         meters = None
         if s.batch and s.partial:
@@ -232,12 +233,12 @@ def _epochs(run: Run, files: RunFiles) -> dict[str, Any]:
 
 
 def _epoch_record(run: Run, epoch: int, train_m: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray | None]:
-    """The metrics.jsonl line of an epoch (train metrics, and val metrics when it evaluates), and the val
-    confusion matrix when it evaluates."""
+    """The metrics.jsonl line of an epoch (its val metrics when it evaluates), and the val confusion matrix then."""
     cfg, s = run.cfg.train, run.state
     record: dict[str, Any] = {"epoch": epoch + 1, "step": s.step, "lr": optim.current_lr(run.optimizer)}
     record |= {f"train_{k}": v for k, v in train_m.items() if k in ("loss", "acc", "acc5")}
     record |= {"images_per_s": train_m.get("images_per_s", 0.0), "time": train_m["time"]}
+    record |= finetune.phase_record(run, epoch)
     conf = None
     if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
         eval_net = run.model if run.dist.enabled else run.net  # no DDP collectives: ranks may hold unequal shares
