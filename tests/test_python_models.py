@@ -103,3 +103,14 @@ def test_paths_are_from_the_config_file(tmp_path):
     (tmp_path / "sub").mkdir()
     path = write_yaml(tmp_path / "sub" / "c.yaml", {"data": {"train": "a", "val": "b"}, "model": {"python": "../m.py:Net"}})  # fmt: skip
     assert config.load_config(path).model.python == f"{Path(tmp_path / 'm.py')}:Net"
+
+
+def test_export_rebuilds_it_only_with_trust_code(own_model, tmp_path):
+    folder, ckpt_path = own_model
+    out = tmp_path / "m.pt"
+    refused = run_cli("export", "--ckpt", str(ckpt_path), "--format", "torchscript", "--out", str(out))
+    assert refused.returncode == 2 and "--trust-code" in refused.stderr and not out.exists()
+    assert not (folder / "imported").exists()
+    exported = run_cli("export", "--ckpt", str(ckpt_path), "--format", "torchscript", "--out", str(out), "--trust-code")
+    assert exported.returncode == 0, exported.stderr
+    assert out.is_file() and json.loads(out.with_name("m.pt.json").read_text())["classes"] == ["cat", "dog"]
