@@ -63,6 +63,27 @@ def test_two_processes_match_one_process_with_the_same_global_batch(ddp_world):
     assert two[-1]["train_loss"] == pytest.approx(one[-1]["train_loss"], abs=1e-4)  # metrics summed over ranks
 
 
+def test_finetune_under_ddp_matches_one_process_across_its_switch(ddp_world):
+    """DDP reduces the gradients of the parameters that train when it is made: at the switch the model is
+    wrapped again, so the backbone trains on every rank from then on, as in one process."""
+    root = ddp_world["root"]
+    train = {"epochs": 2, "log_every": 2, "save_top_k": -1, "finetune": {"frozen_epochs": 1}}
+    runs = {}
+    for name, batch, nproc in (("ft2", 4, ["--nproc", "2"]), ("ft1", 8, [])):
+        cfg = write_yaml(root / f"{name}.yaml", tiny_config(root / "data", root / name, data={"batch_size": batch}, train=train))  # fmt: skip
+        proc = run_cli("train", "--config", str(cfg), *nproc)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[name] = proc
+    assert "fine-tune: epoch 2: the backbone trains too" in runs["ft2"].stdout
+    first, last = (
+        checkpoint.load_checkpoint(next((root / "ft2").glob(f"epoch={e:03d}-*.pt")))["model"] for e in (1, 2)
+    )
+    assert not torch.equal(first["0.weight"], last["0.weight"])  # the backbone trained after the switch
+    w1 = checkpoint.load_checkpoint(root / "ft1" / "last.pt")["model"]
+    assert all(torch.allclose(last[k], w1[k], atol=1e-4) for k in w1), "the two ranks trained as one process does"
+    assert [r["backbone_frozen"] for r in records(root / "ft2")] == [True, False]
+
+
 def test_only_rank_0_writes_and_validation_counts_each_image_once(ddp_world):
     out = ddp_world["two"].stdout
     assert out.count("epoch 3/3 |") == 1  # one summary line: rank 0 alone prints

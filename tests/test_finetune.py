@@ -36,7 +36,7 @@ def test_the_head_trains_alone_then_everything_at_the_scaled_rate(tmp_path, tiny
     raw = finetune_config(tiny_data, tmp_path / "run")
     proc = run_cli("train", "--config", str(write_yaml(tmp_path / "c.yaml", raw)))
     assert proc.returncode == 0, proc.stderr
-    assert "fine-tune: epoch 2: the backbone trains too, at optim.lr x 0.1 (the head alone for 1 epochs before)" in proc.stdout  # fmt: skip
+    assert "fine-tune: epoch 2: the backbone trains too, at optim.lr x 0.1 (the head alone for 1 epoch before)" in proc.stdout  # fmt: skip
     start = models.build_model(config.from_dict(raw).model, seed=0).state_dict()
     first, second = (
         checkpoint.load_checkpoint(next((tmp_path / "run").glob(f"epoch={e:03d}-*.pt")))["model"] for e in (1, 2)

@@ -24,7 +24,7 @@ from trainkit.models import python as python_source
 from trainkit.models.ema import EMA
 from trainkit.run import config, devices, distributed
 from trainkit.run.config import Config
-from trainkit.run.finetune import backbone_names, check_finetune
+from trainkit.run.finetune import backbone_names
 from trainkit.sinks import table as sinks_table
 from trainkit.sinks.base import SinkContext, Sinks
 from trainkit.store import checkpoint
@@ -281,7 +281,6 @@ def build_run(
             f"--resume {resume}: the checkpoint's {len(theirs):,} classes ({some(theirs)}) differ from the data's "
             f"{len(ours):,} ({some(ours)})"
         )
-    check_finetune(cfg.train.finetune, rank.enabled)
     run = _assemble(cfg, rank, device, d, model, notes)
     run.limit_batches = limit_batches
     if ckpt is not None:
@@ -328,13 +327,7 @@ def _assemble(
         optim.one_cycle_note(cfg.optim, cfg.scheduler),
     ):
         notes += [note] if note else []
-    net: nn.Module = model
-    if rank.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.train.compile:
-        net = torch.compile(net)  # type: ignore[assignment]
+    net = distributed.wrap(model, rank, device, cfg.train.compile)
     return Run(
         cfg=cfg,
         device=device,

@@ -52,6 +52,19 @@ def from_rank0(text: str) -> str:
     return str(box[0])
 
 
+def wrap(model: torch.nn.Module, d: Dist, device: torch.device, compile: bool) -> torch.nn.Module:
+    """What forward calls: the model, in DDP across the ranks, compiled when asked. DDP takes the parameters
+    that train when it is made; a run that changes them (train.finetune's switch) wraps the model again."""
+    net = model
+    if d.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if compile:
+        net = torch.compile(net)  # type: ignore[assignment]
+    return net
+
+
 def close() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -14,9 +14,10 @@ from typing import Any
 from torch import nn
 
 from trainkit.config.train import FinetuneConfig
-from trainkit.errors import ConfigError
 from trainkit.models import build as models
+from trainkit.run import distributed
 from trainkit.store.checkpoint import head_of
+from trainkit.text import plural
 
 
 def backbone_names(model: nn.Module) -> set[str]:
@@ -25,27 +26,24 @@ def backbone_names(model: nn.Module) -> set[str]:
     return {n for n, p in model.named_parameters() if p.requires_grad and not (head and n.startswith(head + "."))}
 
 
-def check_finetune(ft: FinetuneConfig | None, distributed: bool) -> None:
-    if ft is not None and distributed:
-        raise ConfigError(
-            "train.finetune: not under DDP yet (its switch changes which parameters train); train in one process"
-        )
-
-
 def apply_phase(run: Any, epoch: int) -> None:
     """Freeze or unfreeze the backbone for epoch `epoch` (0-based), and say the switch."""
     ft: FinetuneConfig | None = run.cfg.train.finetune
     if ft is None:
         return
     frozen = epoch < ft.frozen_epochs
+    switched = False
     for name, p in run.model.named_parameters():
-        if name in run.backbone:
+        if name in run.backbone and p.requires_grad == frozen:
             p.requires_grad_(not frozen)
+            switched = True
     run.frozen_norms = models.frozen_norms(run.model)
+    if switched and run.dist.enabled:  # DDP reduces the gradients of the parameters that trained when it was made
+        run.net = distributed.wrap(run.model, run.dist, run.device, run.cfg.train.compile)
     if epoch == ft.frozen_epochs:
         run.sinks.message(
             f"fine-tune: epoch {epoch + 1}: the backbone trains too, at optim.lr x {ft.unfrozen_lr_scale:g} "
-            f"(the head alone for {ft.frozen_epochs} epochs before)"
+            f"(the head alone for {plural(ft.frozen_epochs, 'epoch')} before)"
         )
 
 
