@@ -93,7 +93,7 @@ def test_layer_errors_name_the_config_path(tmp_path):
         build(tmp_path, "model: {sequential: [Flatten, {Dropout: [1.5]}]}")
     with pytest.raises(ConfigError, match=r"model.sequential\[0\]: expected a layer as"):
         model_cfg(tmp_path, "model: {sequential: [{Conv2d: [3, 4, 3], ReLU: {}}]}")
-    with pytest.raises(ConfigError, match="give exactly one of sequential, moduledict, torchvision or python"):
+    with pytest.raises(ConfigError, match="give exactly one of sequential, moduledict, torchvision, timm or python"):
         model_cfg(tmp_path, "model: {}")
 
 

@@ -121,7 +121,7 @@ def run_predict(args: argparse.Namespace) -> int:
         print(f"note: {what} passed over", file=sys.stderr)
     if not rows:
         raise _no_images(args.paths)
-    print(inference.format_predictions(rows, t.classes))
+    print(inference.format_predictions(rows, t.labels))
     if args.out:
         inference.write_predictions(rows, args.out)
         print(f"\nwrote {args.out}")

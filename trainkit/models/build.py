@@ -88,22 +88,34 @@ def build_model(
     notes: list[str] | None = None,
     load_weights: Callable[[nn.Module, str, str], str | None] | None = None,
     num_classes: int | None = None,
+    check_file: Callable[[str], None] | None = None,
 ) -> nn.Module:
     """Build the model of a `ModelConfig` from its source (`models.table`), seeded so that the same seed gives
     the same weights; init it, load `model.weights` (or the file of `model.pretrained`) through `load_weights`
     (the store's, given by whoever builds the run; None: the model's own weights come later, from a
-    checkpoint), replace and freeze. `num_classes`: the data's, for a pretrained source's new head. What is
-    worth saying (a head left unloaded) goes to `notes`."""
+    checkpoint), replace and freeze. A source that loads its weights itself (timm) does, once `check_file`
+    (the store's checks of a file) has passed `model.weights`. `num_classes`: the data's, for a pretrained
+    source's new head. What is worth saying (a head left unloaded) goes to `notes`."""
     if seed is not None:
         torch.manual_seed(seed)
-    model = SOURCES[cfg.source].build(cfg, num_classes)
-    apply_init(model, cfg.init)
-    named = cfg.pretrained_weights
-    if load_weights is not None and (cfg.weights or named):  # the store reads the file; the caller chooses to
-        where, key = (cfg.weights, "model.weights") if cfg.weights else (named.url, f"model.pretrained {named.name}")  # type: ignore[union-attr]
-        note = load_weights(model, where, key)
-        if note and notes is not None:
-            notes.append(note)
+    source, named = SOURCES[cfg.source], cfg.pretrained_weights
+    note = None
+    if load_weights is not None and (cfg.weights or named) and source.load is not None:
+        if cfg.weights and check_file is not None:
+            check_file(cfg.weights)
+        model, note = source.load(cfg, num_classes)
+        if hasattr(model, "get_classifier"):  # model.init applies to timm's fresh head alone
+            apply_init(model, cfg.init, only=model.get_classifier())
+    else:
+        model = source.build(cfg, num_classes)
+        apply_init(model, cfg.init)
+        if load_weights is not None and (cfg.weights or named):  # the store reads the file; the caller chooses to
+            if cfg.weights:
+                note = load_weights(model, cfg.weights, "model.weights")
+            elif named is not None:
+                note = load_weights(model, named.url, f"model.pretrained {named.name}")
+    if note and notes is not None:
+        notes.append(note)
     _replace(model, cfg.replacements, cfg.init)
     freeze(model, cfg.freeze)
     return model

@@ -52,6 +52,7 @@ class ModelConfig:
     moduledict: dict[str, Any] | None = None
     forward: list[str] | None = None
     torchvision: str | None = None
+    timm: str | None = None  # a timm.create_model name (the optional extra `timm`)
     python: str | None = None  # FILE.py:NAME or MODULE:NAME, a class or factory of the user's (models.python)
     args: dict[str, Any] = field(default_factory=dict)
     weights: str | None = None

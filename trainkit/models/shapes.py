@@ -50,6 +50,7 @@ class Report:
     param_bytes: int = 0
     activation_bytes: int = 0
     failure: Failure | None = None
+    output_shape: tuple | None = None  # the model's own output
 
 
 def _shape(x: Any) -> tuple | None:
@@ -122,7 +123,7 @@ def collect(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1) 
         x = torch.zeros(batch_size, *input_size)
         try:
             with torch.no_grad():
-                model(x)
+                report.output_shape = _shape(model(x))
         except Exception as exc:  # the model's own error is what we diagnose
             report.failure = diagnose(report.rows, exc, report.input_size)
     finally:

@@ -22,6 +22,7 @@ class Pretrained:
     std: list[float]
     interpolation: str  # "bilinear", "bicubic", ...
     meta: dict[str, Any]  # top1, params, recipe
+    categories: list[str] | None = None  # the class names of the weights' own head (ImageNet's)
 
     def transforms(self) -> dict[str, list[Any]]:
         """`data.transforms` that match the weights: val their own resize, crop, interpolation, mean and std;
@@ -61,13 +62,16 @@ class ModelSource:
     """One way to get a model. `check(model_cfg, path)` runs at config time and returns what `build` needs
     (kept as `model_cfg.net`); `build(model_cfg, num_classes)` makes the nn.Module (`num_classes`: the data's,
     for a source whose pretrained head is replaced; None when unknown); `describe(model_cfg)` names it (in the
-    report); `pretrained(model_cfg)` resolves `model.pretrained` (None: the source has no named weights).
+    report); `pretrained(model_cfg)` resolves `model.pretrained` (None: the source has no named weights);
+    `load(model_cfg, num_classes)`, for a source that loads its weights itself (timm), builds the model with
+    them and returns it with the line worth saying (None: the store loads the file into what `build` made).
     The source's own key is the `model` field of its name (`model.sequential: [...]`)."""
 
     check: Callable[[Any, str], Any]
     build: Callable[[Any, int | None], Any]
     describe: Callable[[Any], str]
     pretrained: Callable[[Any], Pretrained | None] | None = None
+    load: Callable[[Any, int | None], tuple[Any, str | None]] | None = None
 
 
 def _close(a: list[float], b: list[float]) -> bool:

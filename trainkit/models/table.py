@@ -3,12 +3,13 @@ one line here (and its key, a field of `models.schema.ModelConfig`)."""
 
 from __future__ import annotations
 
-from trainkit.models import moduledict, python, sequential, torchvision
+from trainkit.models import moduledict, python, sequential, timm, torchvision
 from trainkit.models.source import ModelSource
 
 SOURCES: dict[str, ModelSource] = {
     "sequential": sequential.SOURCE,
     "moduledict": moduledict.SOURCE,
     "torchvision": torchvision.SOURCE,
+    "timm": timm.SOURCE,
     "python": python.SOURCE,
 }

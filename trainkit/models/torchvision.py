@@ -54,6 +54,7 @@ def pretrained(cfg: Any) -> Pretrained | None:
         std=[float(v) for v in t.std],
         interpolation=str(t.interpolation.value),
         meta={"top1": metrics.get("acc@1"), "params": w.meta.get("num_params"), "recipe": w.meta.get("recipe")},
+        categories=list(w.meta["categories"]) if w.meta.get("categories") else None,
     )
 
 

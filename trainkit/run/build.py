@@ -19,10 +19,10 @@ from trainkit.data import build as data
 from trainkit.data.mixing import BatchMix
 from trainkit.errors import CheckpointError, ConfigError, RunDirError
 from trainkit.models import build as models
-from trainkit.models import optim, shapes
+from trainkit.models import optim
 from trainkit.models import python as python_source
 from trainkit.models.ema import EMA
-from trainkit.run import config, devices, distributed
+from trainkit.run import checks, config, devices, distributed
 from trainkit.run.config import Config
 from trainkit.run.finetune import backbone_names
 from trainkit.sinks import table as sinks_table
@@ -165,8 +165,16 @@ def make_checkpoint(run: Run, epoch_metrics: dict[str, Any]) -> dict[str, Any]:
         },
         "versions": {"trainkit": trainkit.__version__, "torch": str(torch.__version__)},
         **({"pretrained": named.record()} if (named := run.cfg.model.pretrained_weights) else {}),
+        **({"pretrained_categories": named.categories} if named and _keeps_head(run.model, named.categories) else {}),
         **({"model_code": python_source.record(run.cfg.model.net)} if run.cfg.model.source == "python" else {}),
     }
+
+
+def _keeps_head(model: nn.Module, categories: list[str] | None) -> bool:
+    """Whether the model's outputs are the pretrained weights' own classes (`args: {num_classes: 1000}`)."""
+    head = checkpoint.head_of(checkpoint.unwrap(model))
+    weight = getattr(checkpoint.unwrap(model).get_submodule(head), "weight", None) if head else None
+    return bool(categories) and weight is not None and weight.shape[0] == len(categories)  # type: ignore[arg-type]
 
 
 def restore(run: Run, ckpt: dict[str, Any]) -> None:
@@ -216,39 +224,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def check_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> None:
-    """Run `inspect-shapes` before training, so a shape bug costs seconds, not an epoch."""
-    report = shapes.collect(model, input_shape)
-    if report.failure:
-        f = report.failure
-        fix = f.fix or f.error
-        raise ConfigError(
-            f"model: the forward pass fails at {f.row.path} ({f.row.type}) on input {list(f.row.input_shape or [])}: "
-            f"{fix}; run `trainkit inspect-shapes --config ...` for the table"
-        )
-
-
-def check_samples(train_shape: tuple[int, ...], val_shape: tuple[int, ...]) -> None:
-    """The model sees training and val samples: they must agree in rank and channels (sizes may differ)."""
-    if len(train_shape) != len(val_shape) or train_shape[:1] != val_shape[:1]:
-        raise ConfigError(
-            f"data.transforms: a training sample has shape {list(train_shape)} after data.transforms.train, a val "
-            f"sample {list(val_shape)} after data.transforms.val; the model sees both: make the two lists agree "
-            "(for example the same Grayscale in both)"
-        )
-
-
-def check_data(cfg: Config, d: data.Data, model: nn.Module) -> None:
-    """Samples of one size per set (the cache checks its own), train and val alike in rank and channels, and a
-    forward pass that works: each refused in one line, before anything runs."""
-    if cfg.data.cache == "none":
-        if d.train_set is not None:
-            data.check_one_size(d.train_set, "data.transforms.train")
-        data.check_one_size(d.val_set, "data.transforms.val")
-    check_samples(d.sample_shape, d.input_shape)
-    check_shapes(model, d.input_shape)
-
-
 def build_run(
     cfg: Config,
     resume: str | Path | None = None,
@@ -263,12 +238,17 @@ def build_run(
     d = data.build_data(cfg.data, cfg.seed, device, rank=rank.rank, world=rank.world, val_limit=val_limit)
     notes = list(d.notes)
     model = models.build_model(
-        cfg.model, seed=cfg.seed, notes=notes, load_weights=checkpoint.load_weights, num_classes=len(d.classes)
+        cfg.model,
+        seed=cfg.seed,
+        notes=notes,
+        load_weights=checkpoint.load_weights,
+        num_classes=len(d.classes),
+        check_file=checkpoint.check_weights_file,
     )
     named = cfg.model.pretrained_weights
     notes += [w for w in [named.normalize_warning(data.val_calls(cfg.data))] if w] if named else []
     if cfg.train.check_shapes:
-        check_data(cfg, d, model)
+        checks.check_data(cfg, d, model)
     if ckpt is None and resume:
         ckpt = read_checkpoint(resume, resume=True)
     if cfg.model.whiten is not None and ckpt is None:  # a resumed run loads its weights instead

@@ -84,7 +84,7 @@ SECTIONS_NEEDED = {
     "data": "no data section: give data.train and data.val (folders with one sub-folder per class), "
     "or data.dataset: cifar10 with data.root",
     "model": "no model section: give model.sequential (a list of layers), model.moduledict, "
-    "model.torchvision (a model name), or model.python (FILE.py:NAME, a model of your own)",
+    "model.torchvision or model.timm (a model name), or model.python (FILE.py:NAME, a model of your own)",
 }
 
 

@@ -52,21 +52,35 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         raise TrainingError(f"could not save checkpoint {path}: {exc.strerror or exc}; {kept}") from exc
 
 
-def load_file(path: str | Path) -> Any:
-    """`torch.load(weights_only=True)` with one clear error per way a file can be bad."""
+def vet_file(path: str | Path, safetensors: bool = False) -> None:
+    """The checks before anything of a weights file is read: it is there, it is what torch.save writes (or, with
+    `safetensors`, a .safetensors file), and its archive is not made to exhaust memory."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
             f"{path}: checkpoint not found; check the path (a run directory holds last.pt and best.pt)"
         )
     with open(path, "rb") as f:
-        head = f.read(8)
+        head = f.read(9)
+    if safetensors and head[8:9] == b"{":  # a little-endian header length, then its JSON
+        return
     if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save writes a zip archive (or, before 1.6, a pickle)
         raise CheckpointError(
             f"{path}: not a PyTorch checkpoint ({_looks_like(head)}); give the last.pt or best.pt of a run"
         )
     if head.startswith(b"PK"):
         _check_archive(path)
+
+
+def check_weights_file(path: str) -> None:
+    """`model.weights` for a source that loads the file itself (timm): torch.save's or a .safetensors file."""
+    vet_file(path, safetensors=True)
+
+
+def load_file(path: str | Path) -> Any:
+    """`torch.load(weights_only=True)` with one clear error per way a file can be bad."""
+    path = Path(path)
+    vet_file(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -103,6 +103,13 @@ class Trained:
     weights: str  # "ema" (the moving average of train.ema) or "model"
 
     @property
+    def labels(self) -> list[str]:
+        """The names of the model's outputs: the data's classes, or, for a model that kept its pretrained head
+        (`pretrained_categories` in the checkpoint), the weights' own (ImageNet's)."""
+        own = self.ckpt.get("pretrained_categories")
+        return [str(c) for c in own] if isinstance(own, list) and own else self.classes
+
+    @property
     def epoch(self) -> int:
         return int(self.ckpt["epoch"])
 

@@ -116,7 +116,7 @@ def predict_files(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """One row per decodable file: path, top-k (label, prob), true label; and the bad files skipped."""
     bad = BadImages(on_bad, "give --on-bad-image skip")
-    k = min(topk, len(t.classes))
+    k, names = min(topk, len(t.labels)), t.labels
     rows: list[dict[str, Any]] = []
     for logits, idx in outputs(
         t.model, file_batches(t, inputs, batch_size, bad), t.device, t.channels_last, t.amp, tta
@@ -127,7 +127,7 @@ def predict_files(
             rows.append(
                 {
                     "path": inputs.paths[i],
-                    "top": [(t.classes[j], q) for j, q in zip(c, p)],
+                    "top": [(names[j], q) for j, q in zip(c, p)],
                     "true": t.classes[label] if label >= 0 else None,
                 }
             )
