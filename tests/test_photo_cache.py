@@ -172,6 +172,7 @@ def test_the_cached_val_path_serves_the_per_sample_pixels_so_eval_and_predict_ag
     import json
 
     from trainkit.data import build as data
+    from trainkit.data import transforms
     from trainkit.data.images import load_rgb
     from trainkit.data.loaders import epoch_batches
     from trainkit.run import config
@@ -188,7 +189,7 @@ def test_the_cached_val_path_serves_the_per_sample_pixels_so_eval_and_predict_ag
     path = write_yaml(tmp_path / "c.yaml", cfg)
     d = data.build_data(config.load_config(path).data, 0, torch.device("cpu"), train=False)
     cached = torch.cat([x for x, _ in epoch_batches(d.val_loader, 0)])
-    per_sample = data.build_transform(data.val_calls(config.load_config(path).data))
+    per_sample = transforms.build_transform(transforms.val_calls(config.load_config(path).data))
     expected = torch.stack([per_sample(load_rgb(p)) for p, _ in d.val_set.samples])
     # the same pixels: the cache stores the val crop of the full-resolution photo, not of its 24 px copy
     assert (cached.float() - expected).abs().max() < 1e-5

@@ -79,3 +79,32 @@ def fmt_metric(name: str, x: float | None) -> str:
     if "acc" in name:
         return fmt_pct(x)
     return "-" if x is None else f"{x:.4f}"
+
+
+def width(text: str) -> int:
+    """The columns `text` takes in a terminal: East Asian wide and fullwidth characters take two, combining
+    marks none."""
+    import unicodedata
+
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def ljust(text: str, columns: int) -> str:
+    """`str.ljust` by display width (a class name in 日本語 lines up with the others)."""
+    return text + " " * max(0, columns - width(text))
+
+
+def rjust(text: str, columns: int) -> str:
+    return " " * max(0, columns - width(text)) + text
+
+
+def clip(text: str, columns: int) -> str:
+    """`text` cut to `columns` display columns, with an ellipsis where it was cut."""
+    if width(text) <= columns:
+        return text
+    out = ""
+    for c in text:
+        if width(out + c) > columns - 1:
+            break
+        out += c
+    return out + "…"

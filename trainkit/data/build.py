@@ -24,49 +24,10 @@ from trainkit.data.images import BadSample, ImageDataset
 from trainkit.data.loaders import BadImages, Loader, SampleLoader, bad_image_message
 from trainkit.data.samplers import EpochSampler, SeededSamples, expected_mix, train_order, val_order
 from trainkit.data.schema import DataConfig
+from trainkit.data.sets import open_sets
+from trainkit.data.transforms import build_transform, train_calls, unnormalize, val_calls
 from trainkit.errors import ConfigError, DataError
 from trainkit.text import plural, some
-
-# --------------------------------------------------------------------------- transforms
-
-
-def build_transform(calls: list[specs.Call]) -> v2.Compose:
-    names = specs.transforms()
-    out = []
-    for call in calls:
-        try:
-            out.append(names[call.name](*call.args, **call.kwargs))
-        except Exception as exc:  # the constructor's own complaint, with the key path
-            raise ConfigError(f"{call.path}: {call.name} rejected its arguments: {exc}") from None
-    return v2.Compose(out)
-
-
-def normalize_of(calls: list[specs.Call]) -> specs.Call | None:
-    return next((c for c in calls if c.name == "Normalize"), None)
-
-
-def val_calls(cfg: DataConfig) -> list[specs.Call]:
-    """The val transforms: as given, or ToTensor plus the Normalize of train."""
-    if cfg.transforms.val_calls is not None:
-        return cfg.transforms.val_calls
-    calls = [specs.Call("ToTensor", path="data.transforms.val")]
-    norm = normalize_of(cfg.transforms.train_calls)
-    return calls + ([norm] if norm else [])
-
-
-def train_calls(cfg: DataConfig) -> list[specs.Call]:
-    return cfg.transforms.train_calls or [specs.Call("ToTensor", path="data.transforms.train")]
-
-
-def unnormalize(images: torch.Tensor, calls: list[specs.Call]) -> torch.Tensor:
-    norm = normalize_of(calls)
-    if norm is None:
-        return images
-    kw = dict(zip(("mean", "std"), norm.args)) | norm.kwargs
-    mean = torch.tensor(kw["mean"], dtype=images.dtype).view(1, -1, 1, 1)
-    std = torch.tensor(kw["std"], dtype=images.dtype).view(1, -1, 1, 1)
-    return images * std + mean
-
 
 # --------------------------------------------------------------------------- the data of a run
 
@@ -86,6 +47,7 @@ class Data:
     bad: BadImages
     class_mix: list[float] = field(default_factory=list)  # the expected fraction of each class per epoch
     notes: list[str] = field(default_factory=list)  # said once at start (cache, per-sample fallbacks)
+    split: dict[str, Any] | None = None  # data.val_split: what split.json records
 
     @property
     def steps_per_epoch(self) -> int:
@@ -125,22 +87,6 @@ class Data:
 
 def targets_of(ds: ImageDataset | SeededSamples) -> list[int]:
     return list(ds.targets)
-
-
-def open_dataset(cfg: DataConfig, split: str, transform: Any, classes: list[str] | None = None) -> ImageDataset:
-    """The `split` ('train' or 'val') dataset; `classes` (from train or a checkpoint) must match."""
-    ds: ImageDataset = cfg.kind.open(cfg, split, transform)
-    if split == "train" and classes is None and len(ds.classes) < 2:
-        found = f"one class, {ds.classes[0]!r}" if ds.classes else "no class"
-        raise DataError(
-            f"data.{split}: {found}; a classifier needs at least two classes, one sub-folder each, in {cfg.train}"
-        )
-    if classes is not None and list(ds.classes) != list(classes):
-        missing = [c for c in classes if c not in ds.classes]
-        extra = [c for c in ds.classes if c not in classes]
-        detail = f"missing {missing}, extra {extra}" if missing or extra else "same names in another order"
-        raise DataError(f"data.{split}: its classes differ from the training classes: {detail}")
-    return ds
 
 
 def subset_indices(n: int, size: int, seed: int) -> list[int]:
@@ -201,6 +147,7 @@ def _cached_loader(
 def _files_notes(ds: ImageDataset, key: str, cfg: DataConfig, notes: list[str]) -> None:
     """Say the files ImageFolder passes over, and find the files that cannot be images before any step:
     refused (`on_bad_image: error`) or left out and named once (`skip`)."""
+    notes += list(getattr(ds, "notes", []))
     ignored = getattr(ds, "ignored", [])
     if ignored:
         what = "file that is not an image" if len(ignored) == 1 else "files that are not images"
@@ -230,9 +177,11 @@ def build_data(
     rank: int = 0,
     world: int = 1,
     val_limit: int | None = None,
+    stored_split: tuple[dict[str, Any], str] | None = None,
 ) -> Data:
     """Datasets and loaders of a `DataConfig`. With train=False only val is built (for eval). `val_limit`: a
-    seeded sample of that many val images, across the classes (--fast-dev-run's few batches).
+    seeded sample of that many val images, across the classes (--fast-dev-run's few batches). `stored_split`:
+    the split.json of a run (and its path) whose `data.val_split` is to be taken as recorded.
 
     Under DDP (`world` > 1) each rank gets its shard of the training order and every val image exactly once.
     """
@@ -242,8 +191,8 @@ def build_data(
     train_loader: Loader | None = None
     mix: list[float] = []
     notes: list[str] = []
-    if train:
-        raw = open_dataset(cfg, "train", build_transform(tcalls), classes)
+    raw, val_set, plan = open_sets(cfg, tcalls, train, classes, stored_split, notes)
+    if raw is not None:
         if cfg.subset is not None and cfg.subset < len(raw):
             raw.keep(subset_indices(len(raw), cfg.subset, seed))
         _files_notes(raw, "data.train", cfg, notes)
@@ -256,7 +205,6 @@ def build_data(
             raw, train_set, "data.train", lambda targets: train_order(cfg.sampler, targets, known, seed, rank, world)
         )
         train_loader = _loader(cfg, split, device, notes, bad, seed, shape if world > 1 else None)
-    val_set = open_dataset(cfg, "val", build_transform(val_calls(cfg)), classes)
     if val_limit is not None and val_limit < len(val_set):
         val_set.keep(subset_indices(len(val_set), val_limit, seed))
     _files_notes(val_set, "data.val", cfg, notes)
@@ -274,6 +222,7 @@ def build_data(
         bad=bad,
         class_mix=mix,
         notes=notes,
+        split=plan.record if plan is not None else None,
     )
 
 

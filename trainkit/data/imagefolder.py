@@ -15,4 +15,6 @@ def open_split(cfg: Any, split: str, transform: Any) -> Any:
     return ImageFolder(getattr(cfg, split), transform, f"data.{split}", (cfg.scan.max_other_files, cfg.scan.max_depth))
 
 
-KIND = DatasetKind(needs={"train": FOLDER, "val": FOLDER}, open=open_split, data_dir_key="val", files_key="val")
+KIND = DatasetKind(
+    needs={"train": FOLDER, "val": FOLDER}, open=open_split, data_dir_key="val", files_key="val", can_split=True
+)

@@ -126,6 +126,34 @@ class ImageFolder(datasets.ImageFolder):
         self.targets = [t for _, t in self.samples]
 
 
+class FileList:
+    """Images named by a list (a label file's rows), read as ImageFolder reads its files. `notes`: what its
+    reading found worth saying (rows left out)."""
+
+    def __init__(
+        self, samples: list[tuple[str, int]], classes: list[str], transform: Any, root: str, notes: list[str]
+    ) -> None:
+        self.samples, self.classes, self.transform, self.root, self.notes = list(samples), list(classes), transform, root, notes  # fmt: skip
+        self.targets = [t for _, t in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        path, target = self.samples[index]
+        return read_sample(path, self.transform), target
+
+    def files(self) -> list[str] | None:
+        return [p for p, _ in self.samples]
+
+    def arrays(self) -> np.ndarray | None:
+        return None
+
+    def keep(self, indices: list[int]) -> None:
+        self.samples = [self.samples[i] for i in indices]
+        self.targets = [t for _, t in self.samples]
+
+
 def _is_dir(entry: os.DirEntry, key: str) -> bool:
     try:
         return entry.is_dir()  # follows a symlink

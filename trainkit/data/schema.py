@@ -103,6 +103,13 @@ class DataConfig:
     cache_size: int | None = None  # photos of many sizes: stored with the shorter side at most this (cache.py)
     subset: int | None = None
     scan: ScanConfig = field(default_factory=ScanConfig)
+    val_split: Union[float, int, None] = None  # without data.val: this fraction (or count) of data.train is val
+    split_seed: int = 0  # which images val_split takes; apart from `seed`, so a new seed moves none
+    path_column: Union[str, int, None] = None  # dataset csv: the column of image paths (default: the first)
+    label_column: Union[str, int, None] = None  # dataset csv: the column of labels (default: the second)
+    split_column: Union[str, int, None] = None  # dataset csv: a column of train / val / test per row
+    delimiter: str | None = None  # dataset csv: sniffed from , ; and tab when not given
+    classes: list[str] | None = None  # dataset csv: the class order (default: the training labels, sorted)
 
     @property
     def eval_batch_size(self) -> int:
@@ -134,8 +141,22 @@ class DataConfig:
                 f"unknown dataset type {self.dataset!r}{suggest(self.dataset, list(DATASETS))}; the types are {known}",
             )
         for key, hint in kind.needs.items():
-            if getattr(self, key) is None:
-                raise key_error(f"{path}.{key}", hint)
+            if getattr(self, key) is None and not (key == "val" and self.val_split is not None):
+                raise key_error(f"{path}.{key}", hint + (" (or data.val_split: 0.2 to split data.train)" if key == "val" and kind.can_split else ""))  # fmt: skip
+        self._check_split(path, kind)
+
+    def _check_split(self, path: str, kind: DatasetKind) -> None:
+        if self.val_split is None:
+            return
+        if not kind.can_split:
+            raise key_error(f"{path}.val_split", f"dataset {self.dataset} has its own val set; leave val_split out")
+        if self.val is not None:
+            raise key_error(f"{path}.val_split", "give data.val or data.val_split, not both")
+        v = self.val_split
+        if isinstance(v, bool) or (isinstance(v, float) and not 0.0 < v < 1.0) or (isinstance(v, int) and v < 1):
+            raise key_error(
+                f"{path}.val_split", f"a fraction between 0 and 1 (0.2) or a number of images (300), got {v}"
+            )
 
     @property
     def kind(self) -> DatasetKind:

@@ -3,6 +3,7 @@ and the one table of what a checkpoint holds of it (`PARTS`), which both save an
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable
@@ -16,7 +17,9 @@ from torch import nn
 
 import trainkit
 from trainkit.data import build as data
+from trainkit.data import transforms
 from trainkit.data.mixing import BatchMix
+from trainkit.data.split import SPLIT_FILE, stored_split
 from trainkit.errors import CheckpointError, ConfigError, RunDirError
 from trainkit.models import build as models
 from trainkit.models import optim
@@ -29,6 +32,7 @@ from trainkit.sinks import table as sinks_table
 from trainkit.sinks.base import SinkContext, Sinks
 from trainkit.store import checkpoint
 from trainkit.store.checkpoint import read_checkpoint
+from trainkit.store.files import write_text_atomic
 from trainkit.store.rundir import RunLock, prepare_run_dir
 from trainkit.text import first_line, some
 
@@ -235,7 +239,10 @@ def build_run(
     the checkpoint at `resume` when the caller has read it already; `limit_batches`: --fast-dev-run's."""
     rank, device = _start(cfg)
     val_limit = limit_batches * cfg.data.eval_batch_size if limit_batches else None
-    d = data.build_data(cfg.data, cfg.seed, device, rank=rank.rank, world=rank.world, val_limit=val_limit)
+    stored = stored_split(Path(resume).parent) if resume and cfg.data.val_split is not None else None
+    d = data.build_data(
+        cfg.data, cfg.seed, device, rank=rank.rank, world=rank.world, val_limit=val_limit, stored_split=stored
+    )
     notes = list(d.notes)
     model = models.build_model(
         cfg.model,
@@ -246,7 +253,7 @@ def build_run(
         check_file=checkpoint.check_weights_file,
     )
     named = cfg.model.pretrained_weights
-    notes += [w for w in [named.normalize_warning(data.val_calls(cfg.data))] if w] if named else []
+    notes += [w for w in [named.normalize_warning(transforms.val_calls(cfg.data))] if w] if named else []
     if cfg.train.check_shapes:
         checks.check_data(cfg, d, model)
     if ckpt is None and resume:
@@ -268,6 +275,8 @@ def build_run(
     run.lock = take_run_dir(run.run_dir, rank, resume=ckpt is not None, overwrite=overwrite)
     run.overwrite = overwrite and ckpt is None
     try:
+        if d.split is not None and rank.main:  # the val files, for eval, report, predict and --resume
+            write_text_atomic(run.run_dir / SPLIT_FILE, json.dumps(d.split, indent=1) + "\n")
         context = SinkContext(cfg.log, run.run_dir, cfg.visdom_env, cfg.train.log_every, resumed=ckpt is not None)
         run.sinks = sinks_table.build_sinks(context, rank.main)
     except BaseException:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainkit import text
 from trainkit.data.loaders import epoch_batches
 from trainkit.errors import DataError
 from trainkit.models import optim
@@ -57,6 +58,7 @@ def eval_checkpoint(
                 "support": pc["support"][i],
             }
             for i, c in enumerate(classes)
+            if pc["support"][i]  # data of some of the classes: the metrics of those present
         },
         "confusion": conf.tolist(),
         "most_confused": [{"true": a, "predicted": b, "count": n} for a, b, n in metrics.most_confused(conf, classes)],
@@ -75,22 +77,24 @@ def format_eval(result: dict[str, Any]) -> str:
     lines.append(
         f"loss {result['val_loss']:.4f}  top-1 {fmt_pct(result['val_acc'])}  top-5 {fmt_pct(result.get('val_acc5'))}"
     )
-    width = max(len(c) for c in classes + ["class"])
+    conf = result["confusion"]
+    present = [i for i, row in enumerate(conf) if sum(row)]  # data of some of the classes: the rows it has
+    names = max(text.width(c) for c in classes + ["class"])
     lines.append("")
-    lines.append(f"{'class'.ljust(width)}  accuracy  precision  recall   support")
-    for c in classes:
-        m = result["per_class"][c]
+    lines.append(f"{text.ljust('class', names)}  accuracy  precision  recall   support")
+    for i in present:
+        c, m = classes[i], result["per_class"][classes[i]]  # present: in per_class
         lines.append(
-            f"{c.ljust(width)}  {fmt_pct(m['accuracy']):>8}  {fmt_pct(m['precision']):>9}  "
+            f"{text.ljust(c, names)}  {fmt_pct(m['accuracy']):>8}  {fmt_pct(m['precision']):>9}  "
             f"{fmt_pct(m['recall']):>7}  {m['support']:>7}"
         )
-    conf = result["confusion"]
-    cell = max(5, max(len(str(v)) for row in conf for v in row) + 1)
+    # each column as wide as its count, or its name up to 12 columns (cut with an ellipsis beyond)
+    cells = [max(len(str(max(r[j] for r in conf))), min(12, text.width(c))) + 2 for j, c in enumerate(classes)]
     lines.append("")
     lines.append("confusion matrix (rows: true class, columns: predicted)")
-    lines.append(" " * width + "".join(c[: cell - 1].rjust(cell) for c in classes))
-    for c, row in zip(classes, conf):
-        lines.append(c.ljust(width) + "".join(str(v).rjust(cell) for v in row))
+    lines.append(" " * names + "".join(text.rjust(text.clip(c, w - 2), w) for c, w in zip(classes, cells)))
+    for i in present:
+        lines.append(text.ljust(classes[i], names) + "".join(str(v).rjust(w) for v, w in zip(conf[i], cells)))
     lines.append("")
     pairs = result["most_confused"]
     lines.append("most confused pairs (true -> predicted):" + ("" if pairs else " none"))

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainkit.data import build as data
+from trainkit.data import transforms
 from trainkit.data.images import BadSample, read_sample
 from trainkit.errors import ConfigError, DataError, TrainingError
 from trainkit.store.files import atomic_path, write_text_atomic
@@ -131,8 +131,8 @@ EXPORTERS = {"torchscript": _torchscript, "exported-program": _exported_program,
 
 
 def sidecar(t: Trained, fmt: str, x: torch.Tensor, batch: int | None, diff: float) -> dict[str, Any]:
-    calls = data.val_calls(t.cfg.data)
-    norm = data.normalize_of(calls)
+    calls = transforms.val_calls(t.cfg.data)
+    norm = transforms.normalize_of(calls)
     mean = std = None
     if norm is not None:
         mean = norm.kwargs.get("mean", norm.args[0] if norm.args else None)

@@ -20,6 +20,8 @@ from torch import nn
 from torchvision.transforms import v2
 
 from trainkit.data import build as data
+from trainkit.data import transforms
+from trainkit.data.split import stored_split
 from trainkit.data.table import DATASETS
 from trainkit.errors import CheckpointError, ConfigError
 from trainkit.models import build as models
@@ -124,11 +126,15 @@ class Trained:
     @property
     def transform(self) -> v2.Compose:
         """The val transforms: a PIL image in, the model's input out."""
-        return data.build_transform(data.val_calls(self.cfg.data))
+        return transforms.build_transform(transforms.val_calls(self.cfg.data))
 
     def val_data(self) -> data.Data:
-        """The val data of the (possibly overridden) config, with the checkpoint's classes."""
-        return data.build_data(self.cfg.data, self.cfg.seed, self.device, classes=self.classes, train=False)
+        """The val data of the (possibly overridden) config, with the checkpoint's classes; a run that split its
+        val off data.train takes the val files its split.json (beside the checkpoint) lists."""
+        stored = stored_split(Path(self.path).parent) if self.cfg.data.val_split is not None and self.cfg.data.val is None else None  # fmt: skip
+        return data.build_data(
+            self.cfg.data, self.cfg.seed, self.device, classes=self.classes, train=False, stored_split=stored
+        )
 
 
 def check_code(cfg: Config, ckpt: dict[str, Any], source: str, trust_code: bool) -> None:
