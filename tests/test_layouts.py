@@ -139,6 +139,12 @@ def test_a_label_file_trains_as_its_folder_does(tmp_path, tiny_data):
     for command in (["eval", "--ckpt", str(tmp_path / "csv" / "last.pt")], ["report", str(tmp_path / "csv")]):
         proc = run_cli(*command)
         assert proc.returncode == 0, (command, proc.stderr)
+    # eval --data takes a label file for a run on folders, and a folder for a run on label files
+    for run, given in (("folder", tmp_path / "val.csv"), ("csv", tiny_data / "val")):
+        out = tmp_path / f"{run}.json"
+        proc = run_cli("eval", "--ckpt", str(tmp_path / run / "last.pt"), "--data", str(given), "--out", str(out))
+        assert proc.returncode == 0, (run, proc.stderr)
+        assert json.loads(out.read_text())["val_acc"] == records(tmp_path / "folder")[-1]["val_acc"]
 
 
 def test_bad_rows_are_named_by_file_and_line_or_skipped(tmp_path, tiny_data):

