@@ -46,6 +46,10 @@ def test_a_split_is_said_recorded_and_stratified(tmp_path):
     evaluated = run_cli("eval", "--ckpt", str(tmp_path / "run" / "last.pt"), "--out", str(tmp_path / "e.json"))
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads((tmp_path / "e.json").read_text())["samples"] == n_val
+    predicted = run_cli("predict", "--ckpt", str(tmp_path / "run" / "last.pt"), str(tmp_path / "all"))
+    assert predicted.returncode == 0, predicted.stderr
+    assert f"accuracy on the {n_val} labelled images" in predicted.stdout  # its val files alone
+    assert f"(the accuracy leaves out {32 - n_val} images the run trained on: its split.json)" in predicted.stdout
 
 
 def test_the_training_seed_moves_no_image_and_added_images_move_none_already_assigned(tmp_path):
@@ -238,3 +242,52 @@ def test_eval_of_data_with_some_of_the_classes_maps_them_by_name(tmp_path):
     shutil.copy(next((some / "日本").iterdir()), some / "lion" / "a.png")
     bad = run_cli("eval", "--ckpt", str(tmp_path / "run" / "last.pt"), "--data", str(some))
     assert_user_error(bad, "1 class not among the training classes: lion")
+
+
+# ---- data.test
+
+
+def test_a_test_set_is_evaluated_once_at_the_end_with_best_pt(tmp_path, tiny_data):
+    # the val photos with their labels swapped: whatever best.pt gets right on val, it gets wrong on test
+    for name, other in (("cat", "dog"), ("dog", "cat")):
+        shutil.copytree(tiny_data / "val" / name, tmp_path / "test" / other)
+    cfg = tiny_config(tiny_data, tmp_path / "run", data={"test": str(tmp_path / "test")}, train={"epochs": 2})
+    cfg["log"]["report"] = True
+    proc = run_cli("train", "--config", str(write_yaml(tmp_path / "c.yaml", cfg)))
+    assert proc.returncode == 0, proc.stderr
+    test = json.loads((tmp_path / "run" / "test.json").read_text())
+    best = checkpoint.load_checkpoint(tmp_path / "run" / "best.pt")
+    assert test["checkpoint"].endswith("best.pt") and test["epoch"] == best["epoch"] and test["samples"] == 10
+    assert test["test_acc"] == pytest.approx(1 - best["metrics"]["val_acc"])
+    line = f"test_acc {100 * test['test_acc']:.2f}% (best.pt, epoch {best['epoch']}, 10 images)"
+    assert line in proc.stdout
+    assert all("test_acc" not in r and "test_loss" not in r for r in records(tmp_path / "run"))  # never in training
+    assert line in (tmp_path / "run" / "report.html").read_text()
+
+
+def test_a_split_column_can_mark_test_rows(tmp_path, tiny_data):
+    rows = flat_csv(tiny_data / "train", tmp_path / "images", tmp_path / "a.csv")
+    rows += flat_csv(tiny_data / "val", tmp_path / "images", tmp_path / "b.csv")
+    with open(tmp_path / "all.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "split"])
+        w.writerows(
+            [[p, label, "train" if i < 20 else "val" if i < 28 else "test"] for i, (p, label) in enumerate(rows)]
+        )
+    cfg = csv_config(tmp_path, tmp_path / "run", train=str(tmp_path / "all.csv"), val=None, split_column="split")
+    proc = run_cli("train", "--config", str(write_yaml(tmp_path / "c.yaml", cfg)))
+    assert proc.returncode == 0, proc.stderr
+    assert "20 train / 8 val images" in proc.stdout and "6 images)" in proc.stdout
+    assert json.loads((tmp_path / "run" / "test.json").read_text())["samples"] == 6
+
+
+@pytest.mark.slow
+def test_a_split_under_ddp_is_the_one_process_split(tmp_path):
+    one_folder(tmp_path)
+    for name, nproc in (("two", ["--nproc", "2"]), ("one", [])):
+        cfg = split_config(tmp_path, tmp_path / name, cache="memory")
+        proc = run_cli("train", "--config", str(write_yaml(tmp_path / f"{name}.yaml", cfg)), *nproc)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    two, one = (json.loads((tmp_path / n / "split.json").read_text()) for n in ("two", "one"))
+    assert two["val"] == one["val"]
+    assert records(tmp_path / "two")[-1]["epoch"] == 1

@@ -111,6 +111,7 @@ def run_predict(args: argparse.Namespace) -> int:
     _check_positive(args.batch_size, "--batch-size")
     t = trained.load_trained(args.ckpt, device=args.device, trust_code=args.trust_code)
     inputs = inference.find_images(args.paths, t.classes)
+    hidden = inference.trained_on(t, inputs)
     with _model_errors(args.paths):
         rows, skipped = inference.predict_files(
             t, inputs, args.topk, args.batch_size, args.tta or t.tta, args.on_bad_image
@@ -122,6 +123,8 @@ def run_predict(args: argparse.Namespace) -> int:
     if not rows:
         raise _no_images(args.paths)
     print(inference.format_predictions(rows, t.labels))
+    if hidden:
+        print(f"(the accuracy leaves out {plural(hidden, 'image')} the run trained on: its split.json)")
     if args.out:
         inference.write_predictions(rows, args.out)
         print(f"\nwrote {args.out}")

@@ -135,6 +135,10 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         r = run.build_run(cfg, resume=point.path, overwrite=args.overwrite, ckpt=point.ckpt)
         engine.fit(r)
+        if cfg.data.has_test and r.dist.main:  # once, at the end, with best.pt: never for choosing it
+            from trainkit.trained.evaluate import evaluate_test
+
+            print(evaluate_test(r.run_dir), flush=True)
         if cfg.log.report and r.dist.main:
             report.write_and_say(r.run_dir, trust_code=True)  # its own run: the config the user gave
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import math
 import os
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from trainkit.data.loaders import BadImages, Loader, SampleLoader, bad_image_mes
 from trainkit.data.samplers import EpochSampler, SeededSamples, expected_mix, train_order, val_order
 from trainkit.data.schema import DataConfig
 from trainkit.data.sets import open_sets
+from trainkit.data.split import SPLIT_FILE
 from trainkit.data.transforms import build_transform, train_calls, unnormalize, val_calls
 from trainkit.errors import ConfigError, DataError
 from trainkit.text import plural, some
@@ -48,6 +50,10 @@ class Data:
     class_mix: list[float] = field(default_factory=list)  # the expected fraction of each class per epoch
     notes: list[str] = field(default_factory=list)  # said once at start (cache, per-sample fallbacks)
     split: dict[str, Any] | None = None  # data.val_split: what split.json records
+
+    def run_files(self) -> dict[str, str]:
+        """The files of the data side that the run directory keeps: split.json, with data.val_split."""
+        return {SPLIT_FILE: json.dumps(self.split, indent=1) + "\n"} if self.split else {}
 
     @property
     def steps_per_epoch(self) -> int:
@@ -178,10 +184,12 @@ def build_data(
     world: int = 1,
     val_limit: int | None = None,
     stored_split: tuple[dict[str, Any], str] | None = None,
+    val_from: str = "val",
 ) -> Data:
     """Datasets and loaders of a `DataConfig`. With train=False only val is built (for eval). `val_limit`: a
     seeded sample of that many val images, across the classes (--fast-dev-run's few batches). `stored_split`:
-    the split.json of a run (and its path) whose `data.val_split` is to be taken as recorded.
+    the split.json of a run (and its path) whose `data.val_split` is to be taken as recorded. `val_from`
+    "test" (with train=False): the test set in val's place.
 
     Under DDP (`world` > 1) each rank gets its shard of the training order and every val image exactly once.
     """
@@ -191,7 +199,7 @@ def build_data(
     train_loader: Loader | None = None
     mix: list[float] = []
     notes: list[str] = []
-    raw, val_set, plan = open_sets(cfg, tcalls, train, classes, stored_split, notes)
+    raw, val_set, plan = open_sets(cfg, tcalls, train, classes, stored_split, notes, val_from)
     if raw is not None:
         if cfg.subset is not None and cfg.subset < len(raw):
             raw.keep(subset_indices(len(raw), cfg.subset, seed))
@@ -207,7 +215,7 @@ def build_data(
         train_loader = _loader(cfg, split, device, notes, bad, seed, shape if world > 1 else None)
     if val_limit is not None and val_limit < len(val_set):
         val_set.keep(subset_indices(len(val_set), val_limit, seed))
-    _files_notes(val_set, "data.val", cfg, notes)
+    _files_notes(val_set, f"data.{val_from}", cfg, notes)
     classes = list(val_set.classes) if classes is None else classes
     val_split = Split(val_set, val_set, "data.val", lambda targets: val_order(len(targets), rank, world), train=False)
     return Data(

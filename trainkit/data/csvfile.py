@@ -155,6 +155,11 @@ def _rows_of(cfg: Any, split: str) -> tuple[Table, list[LabelRow]]:
     return _table(cfg, split), _table(cfg, split).rows
 
 
+def has_rows(cfg: Any, split: str) -> bool:
+    """Whether the label files give `split` any row (a split_column may mark none test)."""
+    return bool(_rows_of(cfg, split)[1])
+
+
 def classes_of(cfg: Any) -> list[str]:
     """`data.classes`, or the training rows' labels, sorted."""
     if cfg.classes:

@@ -103,6 +103,7 @@ class DataConfig:
     cache_size: int | None = None  # photos of many sizes: stored with the shorter side at most this (cache.py)
     subset: int | None = None
     scan: ScanConfig = field(default_factory=ScanConfig)
+    test: str | None = None  # a test set apart from val: a folder (or, for csv, a label file); used once, at the end
     val_split: Union[float, int, None] = None  # without data.val: this fraction (or count) of data.train is val
     split_seed: int = 0  # which images val_split takes; apart from `seed`, so a new seed moves none
     path_column: Union[str, int, None] = None  # dataset csv: the column of image paths (default: the first)
@@ -146,6 +147,10 @@ class DataConfig:
         self._check_split(path, kind)
 
     def _check_split(self, path: str, kind: DatasetKind) -> None:
+        if self.test is not None and not kind.can_split:
+            raise key_error(
+                f"{path}.test", f"dataset {self.dataset} has its own val set (its test split); leave test out"
+            )
         if self.val_split is None:
             return
         if not kind.can_split:
@@ -157,6 +162,17 @@ class DataConfig:
             raise key_error(
                 f"{path}.val_split", f"a fraction between 0 and 1 (0.2) or a number of images (300), got {v}"
             )
+
+    @property
+    def has_test(self) -> bool:
+        """A test set is given: data.test, or (csv) a split_column whose rows may say test."""
+        if self.test is not None:
+            return True
+        if self.dataset != "csv" or self.split_column is None:
+            return False
+        from trainkit.data.csvfile import has_rows
+
+        return has_rows(self, "test")
 
     @property
     def kind(self) -> DatasetKind:

@@ -22,9 +22,12 @@ def open_sets(
     classes: list[str] | None,
     stored: tuple[dict[str, Any], str] | None,
     notes: list[str],
+    val_from: str = "val",
 ) -> tuple[ImageDataset | None, ImageDataset, SplitPlan | None]:
     """The training dataset (None unless `train`) and the val one: each its own folder or file, or val split
-    off the training data (`data.val_split`)."""
+    off the training data (`data.val_split`); with `val_from` "test", the test set alone."""
+    if val_from == "test":  # the test set in val's place (evaluated once, at the end of training)
+        return None, open_dataset(cfg, "test", build_transform(val_calls(cfg)), classes), None
     if cfg.val is None and cfg.val_split is not None:
         raw, val, plan = split_off(
             cfg, build_transform(tcalls) if train else None, build_transform(val_calls(cfg)), stored, classes

@@ -3,7 +3,6 @@ and the one table of what a checkpoint holds of it (`PARTS`), which both save an
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable
@@ -19,7 +18,7 @@ import trainkit
 from trainkit.data import build as data
 from trainkit.data import transforms
 from trainkit.data.mixing import BatchMix
-from trainkit.data.split import SPLIT_FILE, stored_split
+from trainkit.data.split import stored_split
 from trainkit.errors import CheckpointError, ConfigError, RunDirError
 from trainkit.models import build as models
 from trainkit.models import optim
@@ -32,7 +31,6 @@ from trainkit.sinks import table as sinks_table
 from trainkit.sinks.base import SinkContext, Sinks
 from trainkit.store import checkpoint
 from trainkit.store.checkpoint import read_checkpoint
-from trainkit.store.files import write_text_atomic
 from trainkit.store.rundir import RunLock, prepare_run_dir
 from trainkit.text import first_line, some
 
@@ -275,8 +273,6 @@ def build_run(
     run.lock = take_run_dir(run.run_dir, rank, resume=ckpt is not None, overwrite=overwrite)
     run.overwrite = overwrite and ckpt is None
     try:
-        if d.split is not None and rank.main:  # the val files, for eval, report, predict and --resume
-            write_text_atomic(run.run_dir / SPLIT_FILE, json.dumps(d.split, indent=1) + "\n")
         context = SinkContext(cfg.log, run.run_dir, cfg.visdom_env, cfg.train.log_every, resumed=ckpt is not None)
         run.sinks = sinks_table.build_sinks(context, rank.main)
     except BaseException:

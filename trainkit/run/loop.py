@@ -143,9 +143,8 @@ def fit(run: Run) -> dict[str, Any]:
     fresh = s.epoch == 0 and s.batch == 0
     main = run.dist.main  # under DDP only rank 0 writes
     grid = data.sample_grid(run.data) if fresh and main else None
-    files = RunFiles(
-        run.run_dir, run.overwrite, resolved, grid, epochs_kept=s.epoch, lock=run.lock, sink_files=sinks_table.files()
-    )
+    texts = run.data.run_files() if main else {}
+    files = RunFiles(run.run_dir, run.overwrite, resolved, grid, s.epoch, run.lock, sinks_table.files(), texts)
     steps = run.data.steps_per_epoch
     sinks.start(
         RunInfo(

@@ -42,7 +42,9 @@ def truncate_jsonl(path: Path, epochs: int) -> None:
         write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))  # a crash keeps the whole file
 
 
-RUN_FILES = ("config.yaml", "metrics.jsonl", "steps.jsonl", "last.pt", "best.pt", "samples.png", "eval.json")
+RUN_FILES = (
+    "config.yaml", "metrics.jsonl", "steps.jsonl", "last.pt", "best.pt", "samples.png", "eval.json", "split.json", "test.json"
+)  # fmt: skip
 TOP_K_FILES = "epoch=*.pt"  # train.save_top_k's checkpoints
 
 
@@ -191,8 +193,10 @@ class RunFiles:
         epochs_kept: int,
         lock: RunLock | None = None,
         sink_files: tuple[str, ...] = (),
+        texts: dict[str, str] | None = None,
     ) -> None:
         self.run_dir, self.overwrite, self.resolved, self.grid = run_dir, overwrite, resolved, grid
+        self.texts = texts or {}  # more files of the run, by name (split.json)
         self.epochs_kept = epochs_kept  # the epochs of the checkpoint the run starts from
         self.lock = lock
         self.sink_files = sink_files  # what the sinks write (`sinks.table.files()`): metrics.csv, tb/
@@ -233,6 +237,8 @@ class RunFiles:
                     with contextlib.suppress(FileNotFoundError):
                         path.unlink()
         write_text_atomic(d / "config.yaml", self.resolved)
+        for name, text in self.texts.items():
+            write_text_atomic(d / name, text)
         truncate_jsonl(d / "metrics.jsonl", self.epochs_kept)
         truncate_jsonl(d / "steps.jsonl", self.epochs_kept)
         if self.grid is not None:

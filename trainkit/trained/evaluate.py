@@ -4,7 +4,10 @@ training evaluates with."""
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,17 +19,23 @@ from trainkit.errors import DataError
 from trainkit.models import optim
 from trainkit.run import metrics
 from trainkit.run.evaluation import evaluate, outputs
+from trainkit.store.files import write_text_atomic
 from trainkit.text import fmt_pct
 from trainkit.trained.load import Trained, load_trained
 
 
 def eval_checkpoint(
-    path: str, data_dir: str | None = None, overrides: tuple[str, ...] = (), trust_code: bool = False
+    path: str,
+    data_dir: str | None = None,
+    overrides: tuple[str, ...] = (),
+    trust_code: bool = False,
+    test: bool = False,
 ) -> dict[str, Any]:
-    """Rebuild model and val data from a checkpoint alone and evaluate them as training did."""
+    """Rebuild model and val data (`test`: the test set) from a checkpoint alone and evaluate them as training
+    did."""
     t = load_trained(path, overrides, data_dir, trust_code=trust_code)
     try:
-        d = t.val_data()
+        d = t.test_data() if test else t.val_data()
     except DataError as exc:
         if data_dir is not None:
             raise
@@ -124,3 +133,19 @@ def val_predictions(t: Trained) -> Predictions:
         pred.append(best.indices.numpy())
         prob.append(best.values.numpy())
     return Predictions(np.concatenate(true), np.concatenate(pred), np.concatenate(prob), d.val_set)
+
+
+def test_line(result: dict[str, Any]) -> str:
+    """The test set's result as training says it at its end."""
+    name = os.path.basename(str(result["checkpoint"]))
+    return f"test_acc {fmt_pct(result['val_acc'])} ({name}, epoch {result['epoch']}, {result['samples']:,} images)"
+
+
+def evaluate_test(run_dir: Path, trust_code: bool = True) -> str:
+    """The test set, once, at the end of training: best.pt (else last.pt) on it, written to test.json; the line
+    that says it."""
+    ckpt = run_dir / "best.pt" if (run_dir / "best.pt").is_file() else run_dir / "last.pt"
+    result = eval_checkpoint(str(ckpt), trust_code=trust_code, test=True)
+    record = {k.replace("val_", "test_", 1): v for k, v in result.items()}
+    write_text_atomic(run_dir / "test.json", json.dumps(record, indent=1) + "\n")
+    return test_line(result)

@@ -155,6 +155,12 @@ class Trained:
             self.cfg.data, self.cfg.seed, self.device, classes=self.classes, train=False, stored_split=stored
         )
 
+    def test_data(self) -> data.Data:
+        """The test set (data.test, or the rows a split_column marks test), in val's place."""
+        return data.build_data(
+            self.cfg.data, self.cfg.seed, self.device, classes=self.classes, train=False, val_from="test"
+        )
+
 
 def check_code(cfg: Config, ckpt: dict[str, Any], source: str, trust_code: bool) -> None:
     """A checkpoint whose model is `model.python` is imported only with --trust-code: importing it runs code.

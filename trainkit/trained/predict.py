@@ -22,6 +22,7 @@ from torch import nn
 
 from trainkit.data.images import IMG_EXTENSIONS, is_image_file, read_sample
 from trainkit.data.loaders import BadImages, SampleLoader
+from trainkit.data.split import stored_split
 from trainkit.errors import ConfigError, DataError
 from trainkit.run.evaluation import outputs
 from trainkit.store.files import write_atomic
@@ -244,3 +245,22 @@ def write_features(
 
 def format_features(arrays: dict[str, np.ndarray]) -> str:
     return "\n".join(f"  {name}: {tuple(a.shape)} float32" for name, a in arrays.items())
+
+
+def trained_on(t: Trained, inputs: Inputs) -> int:
+    """A run that split its val off data.train (split.json beside the checkpoint): the labelled files it trained
+    on lose their label, so that predict's accuracy counts only images it never trained on. How many."""
+    if t.cfg.data.val_split is None or t.cfg.data.val is not None or t.cfg.data.train is None:
+        return 0
+    found = stored_split(os.path.dirname(os.path.abspath(t.path)))
+    if found is None:
+        return 0
+    root = found[0].get("root") or os.path.abspath(t.cfg.data.train)
+    val = set(found[0]["val"])
+    hidden = 0
+    for i, path in enumerate(inputs.paths):
+        rel = os.path.relpath(os.path.abspath(path), root)
+        if inputs.labels[i] >= 0 and not rel.startswith("..") and rel not in val:
+            inputs.labels[i] = -1
+            hidden += 1
+    return hidden

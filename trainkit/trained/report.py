@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import platform
 import shutil
 from pathlib import Path
@@ -22,7 +23,7 @@ from trainkit.models.table import SOURCES
 from trainkit.run import metrics
 from trainkit.store.files import save_figure, write_text_atomic
 from trainkit.store.rundir import RunRecord, load_run
-from trainkit.trained.evaluate import Predictions, val_predictions
+from trainkit.trained.evaluate import Predictions, test_line, val_predictions
 from trainkit.trained.load import Trained, load_trained
 
 PAIRS = 5
@@ -131,6 +132,15 @@ def pretrained_line(p: dict[str, Any]) -> str:
     return f"{p.get('name')}{top1}{params}" + (f"; recipe {p['recipe']}" if p.get("recipe") else "")
 
 
+def _test_json(run_dir: Path) -> dict[str, Any] | None:
+    """test.json of a run with a test set (None: it has none, or it is unreadable)."""
+    try:
+        found = json.loads((run_dir / "test.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) and {"checkpoint", "epoch", "samples", "test_acc"} <= set(found) else None
+
+
 def facts(run: RunRecord, t: Trained, n_val: int) -> list[tuple[str, str]]:
     r, ckpt, cfg = run.records, t.ckpt, t.cfg
     monitor = cfg.train.monitor
@@ -144,6 +154,11 @@ def facts(run: RunRecord, t: Trained, n_val: int) -> list[tuple[str, str]]:
         ("dataset", f"{cfg.data.dataset}: {len(t.classes)} classes, {n_val} val images"),
         ("model", f"{model}, {params:,} parameters"),
         *([("pretrained", pretrained_line(ckpt["pretrained"]))] if isinstance(ckpt.get("pretrained"), dict) else []),
+        *(
+            [("test", test_line({**t_json, "val_acc": t_json.get("test_acc")}))]
+            if (t_json := _test_json(run.run_dir))
+            else []
+        ),
         ("epochs", f"{r[-1]['epoch']} of {cfg.train.epochs}"),
         ("best", f"{monitor} {best[monitor]:.4f} at epoch {best['epoch']}" if best else "-"),
         ("weights shown", f"{t.path} (epoch {t.epoch}, {t.weights})"),
