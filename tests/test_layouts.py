@@ -8,8 +8,9 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
-from conftest import assert_user_error, make_image_folder, run_cli, tiny_config, write_yaml
+from conftest import ROOT, assert_user_error, make_image_folder, run_cli, tiny_config, write_yaml
 
 from trainkit.data.split import plan_split, unit
 from trainkit.store import checkpoint
@@ -35,7 +36,7 @@ def records(run_dir) -> list[dict]:
 
 def test_a_split_is_said_recorded_and_stratified(tmp_path):
     one_folder(tmp_path)
-    cfg = split_config(tmp_path, tmp_path / "run", cache="memory", sampler="weighted")
+    cfg = split_config(tmp_path, tmp_path / "run", cache="memory", cache_size=12, sampler="weighted")
     proc = run_cli("train", "--config", str(write_yaml(tmp_path / "c.yaml", cfg)))
     assert proc.returncode == 0, proc.stderr
     split = json.loads((tmp_path / "run" / "split.json").read_text())
@@ -291,3 +292,78 @@ def test_a_split_under_ddp_is_the_one_process_split(tmp_path):
     two, one = (json.loads((tmp_path / n / "split.json").read_text()) for n in ("two", "one"))
     assert two["val"] == one["val"]
     assert records(tmp_path / "two")[-1]["epoch"] == 1
+
+
+def test_the_sampler_predict_features_and_lr_find_on_a_label_file(tmp_path, tiny_data):
+    flat_csv(tiny_data / "train", tmp_path / "images", tmp_path / "train.csv")
+    flat_csv(tiny_data / "val", tmp_path / "images", tmp_path / "val.csv")
+    cfg = write_yaml(tmp_path / "c.yaml", csv_config(tmp_path, tmp_path / "run", sampler="weighted"))
+    proc = run_cli("train", "--config", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    assert "expected class mix (weighted sampler): cat 50.0%, dog 50.0%" in proc.stdout  # class weights by label
+    ckpt = str(tmp_path / "run" / "last.pt")
+    predicted = run_cli("predict", "--ckpt", ckpt, str(tmp_path / "val.csv"))
+    assert predicted.returncode == 0, predicted.stderr
+    assert run_cli("eval", "--ckpt", ckpt, "--out", str(tmp_path / "e.json")).returncode == 0
+    acc = json.loads((tmp_path / "e.json").read_text())["val_acc"]
+    assert f"accuracy on the 10 labelled images: {100 * acc:.2f}%" in predicted.stdout  # the CSV's labels
+    feats = run_cli("features", "--ckpt", ckpt, "--data", str(tmp_path / "val.csv"), "--layer", "2", "--out", str(tmp_path / "f.npz"))  # fmt: skip
+    assert feats.returncode == 0, feats.stderr
+    assert sorted(np.load(tmp_path / "f.npz")["labels"].tolist()) == [0] * 5 + [1] * 5
+    found = run_cli(
+        "lr-find",
+        "--config",
+        str(cfg),
+        "--steps",
+        "30",
+        "--start",
+        "1e-5",
+        "--end",
+        "10",
+        "--out",
+        str(tmp_path / "lr"),
+    )
+    assert found.returncode == 0, found.stderr
+    (tmp_path / "odd.csv").write_text((tmp_path / "val.csv").read_text() + "images/train_cat_000.png,zebra\n")
+    odd = run_cli("predict", "--ckpt", ckpt, str(tmp_path / "odd.csv"))
+    assert_user_error(odd, "odd.csv:12: label 'zebra' is not a class of the checkpoint")
+
+
+@pytest.mark.slow
+def test_a_label_file_under_ddp(tmp_path, tiny_data):
+    flat_csv(tiny_data / "train", tmp_path / "images", tmp_path / "train.csv")
+    flat_csv(tiny_data / "val", tmp_path / "images", tmp_path / "val.csv")
+    cfg = write_yaml(tmp_path / "c.yaml", csv_config(tmp_path, tmp_path / "run"))
+    proc = run_cli("train", "--config", str(cfg), "--nproc", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert records(tmp_path / "run")[-1]["epoch"] == 1
+
+
+CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
+
+
+@pytest.mark.slow
+def test_the_cifar_jpegs_split_from_a_label_file_train_as_from_their_folder(tmp_path):
+    """The 10,000 CIFAR-10 test JPEGs as one folder split by data.val_split, and as a label file (rows in the
+    folder's order, paths from the same root): the same split, the same training, the same accuracy."""
+    import tarfile
+
+    if not CIFAR.is_file():
+        pytest.skip(f"{CIFAR} is not here (a clone without ../shared)")
+    with tarfile.open(CIFAR) as tar:
+        tar.extractall(tmp_path, members=[m for m in tar.getmembers() if m.name.split("/")[0] in ("test", ".")], filter="data")  # fmt: skip
+    folder = tmp_path / "test"
+    rows = [f"{p.relative_to(folder)},{p.parent.name}" for p in sorted(folder.glob("*/*.jpg"))]
+    (tmp_path / "cifar.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    data = {"train": str(folder), "val_split": 0.2, "cache": "memory", "batch_size": 256}
+    cfg = tiny_config(tmp_path, tmp_path / "folder", num_classes=10, data=data, train={"epochs": 1})
+    del cfg["data"]["val"]
+    table = {**cfg, "run_dir": str(tmp_path / "csv"), "data": {**cfg["data"], "dataset": "csv", "train": str(tmp_path / "cifar.csv"), "root": str(folder)}}  # fmt: skip
+    for name, c in (("folder", cfg), ("csv", table)):
+        proc = run_cli("train", "--config", str(write_yaml(tmp_path / f"{name}.yaml", c)))
+        assert proc.returncode == 0, proc.stderr
+    a, b = records(tmp_path / "folder")[-1], records(tmp_path / "csv")[-1]
+    assert (a["val_acc"], a["train_loss"]) == (b["val_acc"], b["train_loss"]) and a["val_acc"] > 0.15
+    split = json.loads((tmp_path / "folder" / "split.json").read_text())
+    assert split["val"] == json.loads((tmp_path / "csv" / "split.json").read_text())["val"]
+    assert 1800 <= split["val_count"] <= 2200

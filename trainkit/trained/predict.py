@@ -26,7 +26,7 @@ from trainkit.data.split import stored_split
 from trainkit.errors import ConfigError, DataError
 from trainkit.run.evaluation import outputs
 from trainkit.store.files import write_atomic
-from trainkit.text import fmt_pct, suggest
+from trainkit.text import fmt_pct, plural, some, suggest
 from trainkit.trained.load import Trained
 
 RESERVED = ("paths", "labels", "classes")  # the keys of a features file beside its layers
@@ -53,7 +53,9 @@ def find_images(sources: list[str], classes: list[str], key: str = "PATH") -> In
     index = {c: i for i, c in enumerate(classes)}
     found = Inputs()
     for source in sources:
-        if os.path.isfile(source):
+        if os.path.isfile(source) and source.lower().endswith((".csv", ".tsv")):
+            _add_table(found, source, index, key)
+        elif os.path.isfile(source):
             found.add(source, index.get(os.path.basename(os.path.dirname(os.path.abspath(source))), -1))
         elif os.path.isdir(source):
             own = index.get(os.path.basename(os.path.abspath(source)), -1)
@@ -71,6 +73,20 @@ def find_images(sources: list[str], classes: list[str], key: str = "PATH") -> In
             "give image files or folders that hold them"
         )
     return found
+
+
+def _add_table(found: Inputs, source: str, index: dict[str, int], key: str) -> None:
+    """A label file's images (paths from its own folder), labelled by its rows; a bad row, or a label that is
+    not a class of the checkpoint, is an error naming its line."""
+    from trainkit.data.csvfile import read_table
+
+    table = read_table(os.path.abspath(source), None, (None, None, None), None, f"{key} {source}")
+    bad = [f"{table.source}:{n}: {why}" for n, why in table.bad]
+    bad += [f"{table.source}:{r.line}: label {r.label!r} is not a class of the checkpoint{suggest(r.label, list(index))}" for r in table.rows if r.label not in index]  # fmt: skip
+    if bad:
+        raise DataError(f"{key} {source}: {plural(len(bad), 'bad row')}: {some(bad, 3)}")
+    for r in table.rows:
+        found.add(r.path, index[r.label])
 
 
 class Files:
