@@ -62,7 +62,32 @@ def load_rgb(path: str) -> Image.Image:
         return img.convert("RGB")
 
 
-class ImageFolder(datasets.ImageFolder):
+class Listed:
+    """What a dataset of `samples` (path, class) does: read each file as it is asked for (a BadSample when it
+    cannot be decoded), name its files, keep some of them."""
+
+    samples: list[tuple[str, int]]
+    targets: list[int]
+    transform: Any
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        path, target = self.samples[index]
+        return read_sample(path, self.transform), target
+
+    def files(self) -> list[str] | None:
+        return [p for p, _ in self.samples]
+
+    def arrays(self) -> np.ndarray | None:
+        return None
+
+    def keep(self, indices: list[int]) -> None:
+        self.samples = [self.samples[i] for i in indices]
+        self.targets = [t for _, t in self.samples]
+        if hasattr(self, "imgs"):  # torchvision's other name for them
+            self.imgs = self.samples
+
+
+class ImageFolder(Listed, datasets.ImageFolder):
     """torchvision's ImageFolder that ignores hidden folders and files and reports bad images."""
 
     samples: list[tuple[str, int]]
@@ -110,23 +135,8 @@ class ImageFolder(datasets.ImageFolder):
             self.ignored += others
         return samples
 
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        path, target = self.samples[index]
-        return read_sample(path, self.transform), target
 
-    def files(self) -> list[str] | None:
-        return [p for p, _ in self.samples]
-
-    def arrays(self) -> np.ndarray | None:
-        return None
-
-    def keep(self, indices: list[int]) -> None:
-        self.samples = [self.samples[i] for i in indices]
-        self.imgs = self.samples
-        self.targets = [t for _, t in self.samples]
-
-
-class FileList:
+class FileList(Listed):
     """Images named by a list (a label file's rows), read as ImageFolder reads its files. `notes`: what its
     reading found worth saying (rows left out)."""
 
@@ -138,20 +148,6 @@ class FileList:
 
     def __len__(self) -> int:
         return len(self.samples)
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        path, target = self.samples[index]
-        return read_sample(path, self.transform), target
-
-    def files(self) -> list[str] | None:
-        return [p for p, _ in self.samples]
-
-    def arrays(self) -> np.ndarray | None:
-        return None
-
-    def keep(self, indices: list[int]) -> None:
-        self.samples = [self.samples[i] for i in indices]
-        self.targets = [t for _, t in self.samples]
 
 
 def _is_dir(entry: os.DirEntry, key: str) -> bool:
