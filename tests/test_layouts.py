@@ -367,3 +367,19 @@ def test_the_cifar_jpegs_split_from_a_label_file_train_as_from_their_folder(tmp_
     split = json.loads((tmp_path / "folder" / "split.json").read_text())
     assert split["val"] == json.loads((tmp_path / "csv" / "split.json").read_text())["val"]
     assert 1800 <= split["val_count"] <= 2200
+
+
+def test_a_test_label_file_and_a_report_of_some_of_the_classes(tmp_path, tiny_data):
+    flat_csv(tiny_data / "train", tmp_path / "images", tmp_path / "train.csv")
+    flat_csv(tiny_data / "val", tmp_path / "images", tmp_path / "val.csv")
+    lines = (tmp_path / "val.csv").read_text().splitlines()
+    (tmp_path / "test.csv").write_text("\n".join([lines[0], *[ln for ln in lines[1:] if ln.endswith(",dog")]]) + "\n")
+    cfg = csv_config(tmp_path, tmp_path / "run", test=str(tmp_path / "test.csv"))
+    proc = run_cli("train", "--config", str(write_yaml(tmp_path / "c.yaml", cfg)))
+    assert proc.returncode == 0, proc.stderr
+    test = json.loads((tmp_path / "run" / "test.json").read_text())
+    assert test["samples"] == 5 and list(test["per_class"]) == ["dog"]  # a test set of one class, mapped by name
+    assert "(best.pt, epoch 1, 5 images)" in proc.stdout
+    report = run_cli("report", str(tmp_path / "run"), "--data", str(tmp_path / "test.csv"))
+    assert report.returncode == 0, report.stderr
+    assert "5 val images" in (tmp_path / "run" / "report.html").read_text()
