@@ -181,8 +181,6 @@ def open_table(cfg: Any, split: str, transform: Any) -> Any:
     bad = list(table.bad) if own else []  # the rows of data.train that split_column gives val: said with train's
     whose = "data.classes" if cfg.classes else "data.train"
     bad += [(r.line, f"label {r.label!r} is not a class of {whose}{suggest(r.label, classes)}") for r in rows if r.label not in index]  # fmt: skip
-    if not rows:
-        raise DataError(f"{key}: {table.source} has no rows for {split}; give one path,label row per image")
     notes = []
     if bad:
         named = some([f"{table.source}:{n}: {why}" for n, why in sorted(bad)], 3)
@@ -190,6 +188,8 @@ def open_table(cfg: Any, split: str, transform: Any) -> Any:
             raise DataError(f"{key}: {plural(len(bad), 'bad row')}: {named}; fix them, or set data.on_bad_image: skip")
         notes.append(f"{key}: skipped {plural(len(bad), 'bad row')}: {named}")
     samples = [(r.path, index[r.label]) for r in rows if r.label in index]
+    if not samples:
+        raise DataError(f"{key}: {table.source} has no usable rows for {split}; give one path,label row per image")
     root = os.path.abspath(cfg.root) if cfg.root else os.path.dirname(os.path.abspath(cfg.train))
     return FileList(samples, classes, transform, root, notes)
 

@@ -20,6 +20,7 @@ from trainkit.errors import DataError
 from trainkit.text import fmt_pct
 
 SPLIT_FILE = "split.json"
+MAX_BYTES = 2**28  # 256 MiB: millions of paths; a larger split.json is not one
 
 
 @dataclass(frozen=True)
@@ -108,9 +109,14 @@ def stored_split(folder: str | Path) -> tuple[dict[str, Any], str] | None:
     if not path.is_file():
         return None
     try:
+        if path.stat().st_size > MAX_BYTES:
+            raise ValueError(f"{path.stat().st_size:,} bytes, more than any split of trainkit")
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: not a readable split file ({exc}); delete it to split again") from None
-    if not isinstance(record, dict) or not isinstance(record.get("val"), list):
+    val = record.get("val") if isinstance(record, dict) else None
+    if not isinstance(val, list) or not all(isinstance(v, str) for v in val):
         raise DataError(f"{path}: not a split file of trainkit (no list of val files); delete it to split again")
+    if not isinstance(record.get("split_seed", 0), int) or not isinstance(record.get("root", ""), str):
+        raise DataError(f"{path}: its split_seed or root is not what trainkit writes; delete it to split again")
     return record, str(path)
