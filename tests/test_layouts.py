@@ -383,3 +383,12 @@ def test_a_test_label_file_and_a_report_of_some_of_the_classes(tmp_path, tiny_da
     report = run_cli("report", str(tmp_path / "run"), "--data", str(tmp_path / "test.csv"))
     assert report.returncode == 0, report.stderr
     assert "5 val images" in (tmp_path / "run" / "report.html").read_text()
+
+
+def test_a_split_file_that_is_not_trainkits_is_one_line(tmp_path):
+    one_folder(tmp_path)
+    assert run_cli("train", "--config", str(write_yaml(tmp_path / "c.yaml", split_config(tmp_path, tmp_path / "run")))).returncode == 0  # fmt: skip
+    for text in (json.dumps({"val": [{"a": 1}]}), "\x00\xff", json.dumps({"val": ["cat/000.png"], "split_seed": "x"})):
+        (tmp_path / "run" / "split.json").write_text(text)
+        proc = run_cli("eval", "--ckpt", str(tmp_path / "run" / "last.pt"))
+        assert_user_error(proc, "split.json: not ", "delete it to split again")

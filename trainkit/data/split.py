@@ -118,5 +118,5 @@ def stored_split(folder: str | Path) -> tuple[dict[str, Any], str] | None:
     if not isinstance(val, list) or not all(isinstance(v, str) for v in val):
         raise DataError(f"{path}: not a split file of trainkit (no list of val files); delete it to split again")
     if not isinstance(record.get("split_seed", 0), int) or not isinstance(record.get("root", ""), str):
-        raise DataError(f"{path}: its split_seed or root is not what trainkit writes; delete it to split again")
+        raise DataError(f"{path}: not a split file of trainkit (its split_seed or root); delete it to split again")
     return record, str(path)
