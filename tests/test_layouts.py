@@ -392,3 +392,4 @@ def test_a_split_file_that_is_not_trainkits_is_one_line(tmp_path):
         (tmp_path / "run" / "split.json").write_text(text)
         proc = run_cli("eval", "--ckpt", str(tmp_path / "run" / "last.pt"))
         assert_user_error(proc, "split.json: not ", "delete it to split again")
+        assert proc.stderr.strip().endswith("delete it to split again")  # not "if the data has moved"

@@ -15,6 +15,7 @@ import torch
 
 from trainkit import text
 from trainkit.data.loaders import epoch_batches
+from trainkit.data.split import SPLIT_FILE
 from trainkit.errors import DataError
 from trainkit.models import optim
 from trainkit.run import metrics
@@ -37,7 +38,7 @@ def eval_checkpoint(
     try:
         d = t.test_data() if test else t.val_data()
     except DataError as exc:
-        if data_dir is not None:
+        if data_dir is not None or SPLIT_FILE in str(exc):  # a split file to delete, not data that moved
             raise
         raise DataError(f"{exc}; if the data has moved, give its new place with --data DIR") from None
     loss_fn = optim.build_loss(t.cfg.train.loss, t.classes).to(t.device)
