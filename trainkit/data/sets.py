@@ -40,7 +40,8 @@ def open_sets(
 
 
 def open_dataset(cfg: DataConfig, split: str, transform: Any, classes: list[str] | None = None) -> ImageDataset:
-    """The `split` ('train' or 'val') dataset; `classes` (from train or a checkpoint) must match."""
+    """The `split` ('train', 'val' or 'test') dataset; given `classes` (from train or a checkpoint), its own are
+    mapped onto them by name."""
     ds: ImageDataset = cfg.kind.open(cfg, split, transform)
     if split == "train" and classes is None and len(ds.classes) < 2:
         found = f"one class, {ds.classes[0]!r}" if ds.classes else "no class"
