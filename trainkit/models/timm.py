@@ -68,7 +68,8 @@ def tag_of(cfg: Any, path: str) -> str | None:
         raise key_error(f"{path}.pretrained", f"timm has no pretrained weights for {arch}; leave model.pretrained out")
     given = cfg.pretrained if isinstance(cfg.pretrained, str) else cfg.timm if "." in cfg.timm else None
     if given is None:
-        return str(timm.models.get_pretrained_cfg(arch).hf_hub_id or tags[0]).removeprefix("timm/")
+        default = timm.models.get_pretrained_cfg(arch)  # timm's default tag for the architecture
+        return f"{arch}.{default.tag}" if default is not None and default.tag else str(tags[0])
     full = given if given.startswith(arch + ".") else f"{arch}.{given}"
     if full not in tags:
         short = [t.split(".", 1)[1] for t in tags]
