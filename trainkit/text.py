@@ -62,6 +62,20 @@ def join_key(path: str, key: str) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
+def flat_keys(node: Any, prefix: str = "", out: dict[str, Any] | None = None, limit: int = 5_000) -> dict[str, Any]:
+    """A nested mapping as dotted keys (`optim.lr`); a list is one value. More than `limit` keys: ValueError
+    (a file that is not a config)."""
+    out = {} if out is None else out
+    if isinstance(node, dict) and node:
+        for key, value in node.items():
+            flat_keys(value, join_key(prefix, key), out, limit)
+            if len(out) > limit:
+                raise ValueError(f"more than {limit} keys")
+    elif prefix:
+        out[prefix] = node
+    return out
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an error's text (its type's name when it has none): a library's long message
     quoted inside one of trainkit's lines."""
@@ -108,3 +122,10 @@ def clip(text: str, columns: int) -> str:
             break
         out += c
     return out + "…"
+
+
+def columns(rows: list[list[str]] | list[tuple[str, ...]], gap: str = "  ") -> str:
+    """Rows of cells as aligned columns (by display width), the first row the header; trailing spaces cut."""
+    n = max((len(r) for r in rows), default=0)
+    widths = [max((width(r[i]) for r in rows if i < len(r)), default=0) for i in range(n)]
+    return "\n".join(gap.join(ljust(c, w) for c, w in zip(r, widths)).rstrip() for r in rows)

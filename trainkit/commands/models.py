@@ -9,6 +9,7 @@ import fnmatch
 
 from trainkit.commands.base import Command
 from trainkit.errors import ConfigError
+from trainkit.text import columns
 
 EXAMPLES = """examples:
   trainkit models                       # every torchvision classifier and its weights
@@ -83,9 +84,7 @@ def timm_rows(pattern: str, pretrained_only: bool) -> list[tuple[str, ...]]:
 
 
 def table(found: list[tuple[str, ...]]) -> str:
-    head = ("model", "params", "weights", "top-1", "input", "cached")
-    widths = [max(len(r[i]) for r in [head, *found]) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *found])
+    return columns([("model", "params", "weights", "top-1", "input", "cached"), *found])
 
 
 def run_models(args: argparse.Namespace) -> int:

@@ -49,6 +49,7 @@ class State:
     partial: dict | None = None  # that epoch's meters so far
     stop_requested: int | None = None  # a signal this process received
     stop_signal: int | None = None  # the signal the run stops for (agreed by every rank under DDP)
+    stop_reason: str | None = None  # another reason it stops before train.epochs: run.stopping's NAN, EARLY, PRUNED
     nan_skipped: int = 0  # steps skipped for a non-finite loss (train.on_nan: skip), this epoch
     amp_skipped: int = 0  # steps GradScaler skipped for inf/NaN gradients (fp16), this epoch
     top_k: list[dict] = field(default_factory=list)  # train.save_top_k's files: {"value", "epoch", "file"}
@@ -81,6 +82,8 @@ class Run:
     backbone: set[str] = field(default_factory=set)  # train.finetune: the parameters frozen at first
     batch_mix: BatchMix = field(default_factory=lambda: BatchMix([], 0, 0, ""))  # data.batch_transforms
     lock: RunLock | None = None  # the run directory's lock, held by the process that writes it (rank 0)
+    # after each epoch's checkpoint, a reason to stop now (a sweep's pruner), or None to go on
+    epoch_hook: Callable[[dict[str, Any]], str | None] | None = None
 
 
 # --------------------------------------------------------------------------- what a checkpoint holds

@@ -6,7 +6,6 @@ A `Run` (built by `run.build.build_run`) holds everything; what happens goes to 
 from __future__ import annotations
 
 import itertools
-import math
 import signal
 import time
 from collections.abc import Callable
@@ -16,13 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainkit.config.train import EarlyStoppingConfig
 from trainkit.data import build as data
 from trainkit.data.loaders import epoch_batches
 from trainkit.errors import DataError
 from trainkit.models import optim
-from trainkit.run import config, devices, distributed, evaluation, finetune, metrics, pauses
-from trainkit.run.build import Run, State, banner, make_checkpoint
+from trainkit.run import config, devices, distributed, evaluation, finetune, metrics, pauses, stopping
+from trainkit.run.build import Run, banner, make_checkpoint
 from trainkit.run.metrics import EpochMeters
 from trainkit.sinks import table as sinks_table
 from trainkit.sinks.base import RunInfo
@@ -109,14 +107,6 @@ def _optimizer_step(run: Run, per_step_scheduler: bool) -> None:
         run.scheduler.step()
 
 
-def _improved(value: float | None, best: float | None, mode: str, delta: float = 0.0) -> bool:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return False
-    if best is None:
-        return True
-    return value > best + delta if mode == "max" else value < best - delta
-
-
 def _save(run: Run, files: RunFiles, record: dict[str, Any], best: bool = False) -> None:
     """The run files at the first save, then last.pt, best.pt and the top-k files (train.save_top_k): rank 0."""
     files.commit()
@@ -143,7 +133,8 @@ def fit(run: Run) -> dict[str, Any]:
     fresh = s.epoch == 0 and s.batch == 0
     main = run.dist.main  # under DDP only rank 0 writes
     grid = data.sample_grid(run.data) if fresh and main else None
-    texts = run.data.run_files() if main else {}
+    session = stopping.Session(run)
+    texts = run.data.run_files() | session.running() if main else {}
     files = RunFiles(run.run_dir, run.overwrite, resolved, grid, s.epoch, run.lock, sinks_table.files(), texts)
     steps = run.data.steps_per_epoch
     sinks.start(
@@ -166,11 +157,14 @@ def fit(run: Run) -> dict[str, Any]:
     try:
         with pauses.stop_on_signals(s):
             record = _epochs(run, files)
-    except BaseException:
+    except BaseException as exc:
         if main:
+            session.end(files, exc)  # before the sinks close: they may read how the run ended
             sinks.close()
             files.discard()
         raise
+    if main:
+        session.end(files)
     sinks.close()
     if s.stop_signal is not None:
         name = signal.Signals(s.stop_signal).name
@@ -213,11 +207,11 @@ def _epochs(run: Run, files: RunFiles) -> dict[str, Any]:
         s.epoch = epoch + 1
         _step_scheduler(run, record)
         smoke = run.limit_batches is not None
-        improved = not smoke and _improved(record.get(cfg.train.monitor), s.best, cfg.train.monitor_mode)
+        improved = not smoke and stopping.improved(record.get(cfg.train.monitor), s.best, cfg.train.monitor_mode)
         if improved:
             s.best, s.best_epoch = record[cfg.train.monitor], s.epoch
             record["best"] = True
-        stop_early = _early_stop(cfg.train.early_stopping, s, record)
+        stop_early = stopping.early_stop(cfg.train.early_stopping, s, record)
         if main:
             files.commit()
             sinks.end_epoch(record, conf)
@@ -227,6 +221,11 @@ def _epochs(run: Run, files: RunFiles) -> dict[str, Any]:
         if stop_early and cfg.train.early_stopping is not None:
             es = cfg.train.early_stopping
             sinks.message(f"early stopping: {es.monitor} has not improved for {es.patience} epochs")
+            s.stop_reason = stopping.EARLY
+            break
+        if run.epoch_hook is not None and (why := run.epoch_hook(record)) is not None:
+            sinks.message(f"stopped at epoch {s.epoch}: {why}")
+            s.stop_reason = why
             break
     return record
 
@@ -287,13 +286,3 @@ def _step_scheduler(run: Run, record: dict[str, Any]) -> None:
             run.scheduler.step(record[run.cfg.train.monitor])
     else:
         run.scheduler.step()
-
-
-def _early_stop(es: EarlyStoppingConfig | None, s: State, record: dict[str, Any]) -> bool:
-    if es is None or es.monitor not in record:
-        return False
-    if _improved(record[es.monitor], s.es_best, es.mode, es.min_delta):
-        s.es_best, s.es_bad_epochs = record[es.monitor], 0
-        return False
-    s.es_bad_epochs += 1
-    return s.es_bad_epochs >= es.patience

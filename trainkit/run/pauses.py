@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from trainkit.errors import TrainingError
-from trainkit.run import distributed
+from trainkit.run import distributed, stopping
 from trainkit.run.build import Run, State
 from trainkit.run.metrics import EpochMeters
 
@@ -81,6 +81,7 @@ def stop_if_diverged(run: Run, epoch: int, stats: dict[str, Any]) -> None:
             if s.saved
             else "no checkpoint was saved yet (the run directory is left as it was)"
         )
+        s.stop_reason = stopping.NAN
         raise TrainingError(
             f"loss became {stats['loss']} in epoch {epoch + 1} by step {s.batch}; {kept}; lower optim.lr, "
             "set train.grad_clip, or set train.on_nan: skip"

@@ -17,22 +17,8 @@ import torch
 
 from trainkit.errors import RunDirError, TrainingError
 from trainkit.store.files import atomic_path, write_text_atomic
+from trainkit.store.status import LOCK_NAME, STATUS_FILE, read_jsonl
 from trainkit.text import some
-
-LOCK_NAME = ".trainkit.lock"  # held (fcntl) by the one process that writes the run; holds its PID
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The records of a metrics.jsonl; a torn last line (from a kill) is ignored."""
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return out
 
 
 def truncate_jsonl(path: Path, epochs: int) -> None:
@@ -43,7 +29,8 @@ def truncate_jsonl(path: Path, epochs: int) -> None:
 
 
 RUN_FILES = (
-    "config.yaml", "metrics.jsonl", "steps.jsonl", "last.pt", "best.pt", "samples.png", "eval.json", "split.json", "test.json"
+    "config.yaml", "metrics.jsonl", "steps.jsonl", "last.pt", "best.pt", "samples.png", "eval.json", "split.json", "test.json",
+    STATUS_FILE,
 )  # fmt: skip
 TOP_K_FILES = "epoch=*.pt"  # train.save_top_k's checkpoints
 
