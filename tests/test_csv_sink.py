@@ -29,7 +29,7 @@ def test_it_is_off_unless_asked_and_the_table_lists_it_with_its_file(tmp_path, t
     cfg = write_yaml(tmp_path / "c.yaml", tiny_config(tiny_data, tmp_path / "run", train={"epochs": 1}))
     assert run_cli("train", "--config", str(cfg)).returncode == 0
     assert (tmp_path / "run" / "metrics.jsonl").is_file() and not (tmp_path / "run" / "metrics.csv").exists()
-    assert list(SINKS) == ["console", "jsonl", "csv", "visdom", "tensorboard"]
+    assert list(SINKS) == ["console", "jsonl", "csv", "visdom", "tensorboard", "mlflow"]
     assert "metrics.csv" in files() and "tb" in files()
 
 

@@ -22,6 +22,11 @@ def eval_arguments(p: argparse.ArgumentParser) -> None:
     add_set(p, "override a key of the checkpoint's config (repeatable)")
     p.add_argument("--out", metavar="FILE", help="where to write eval.json (default: beside the checkpoint)")
     p.add_argument(
+        "--mlflow",
+        action="store_true",
+        help="also log eval.json (and the refreshed report) to the run's MLflow run, the one RUN_DIR/mlflow.json names",
+    )
+    p.add_argument(
         "--tta",
         choices=("off", "flip", "flip_translate"),
         help="test-time augmentation (default: the config's eval.tta); the same as --set eval.tta=...",
@@ -47,6 +52,10 @@ def run_eval(args: argparse.Namespace) -> int:
     run_dir = Path(args.ckpt).parent
     if (run_dir / "report.html").is_file():  # refresh a run's report with this evaluation
         report.write_and_say(run_dir, args.ckpt, args.data, trust_code=args.trust_code)
+    if args.mlflow:  # asked for here: a checkpoint's config does not choose where eval sends anything
+        from trainkit.sinks import mlflow
+
+        print(mlflow.log_files(run_dir))
     return 0
 
 

@@ -141,6 +141,10 @@ def run_train(args: argparse.Namespace) -> int:
             print(evaluate_test(r.run_dir), flush=True)
         if cfg.log.report and r.dist.main:
             report.write_and_say(r.run_dir, trust_code=True)  # its own run: the config the user gave
+        if r.dist.main:
+            from trainkit.sinks import table as sinks_table
+
+            sinks_table.finish_run(cfg.log, r.run_dir)
     finally:
         distributed.close()
         if r is not None and r.lock is not None:

@@ -136,7 +136,10 @@ class SinkContext:
 @dataclass(frozen=True)
 class SinkKind:
     """One kind of sink: `make` it for a run (None when the config turns it off), and the files it writes in
-    the run directory (removed with --overwrite, and when a run ends before its first checkpoint)."""
+        the run directory (removed with --overwrite, and when a run ends before its first checkpoint), and what it
+    does once the files written after the loop exist."""
 
     make: Callable[[SinkContext], Sink | None]
     files: tuple[str, ...] = ()
+    # after the run's last files (report, test.json, eval.json) are written: (the log section, the run directory)
+    finish: Callable[[LogConfig, Path], None] | None = None

@@ -42,9 +42,18 @@ class TensorBoardConfig:
 
 
 @dataclass
+class MlflowConfig:
+    enabled: bool = False
+    tracking_uri: str | None = None  # default: sqlite:///mlruns/mlflow.db, artifacts in mlruns/artifacts (no server)
+    experiment: str | None = None  # default: the config's name (a sweep's: the study's)
+    parent_run: str | None = None  # the MLflow run this one nests under: `trainkit sweep` sets it for its trials
+
+
+@dataclass
 class LogConfig:
     visdom: VisdomConfig = field(default_factory=VisdomConfig)
     tensorboard: TensorBoardConfig = field(default_factory=TensorBoardConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     # off: no bar and no step lines, the epoch lines stay; quiet (train --quiet): only warnings and errors
     progress: Literal["auto", "bar", "lines", "off", "quiet"] = "auto"
     report: bool = True  # report.html and report/*.png at the end of a run (trainkit report)

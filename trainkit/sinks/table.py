@@ -6,9 +6,11 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
-from trainkit.sinks import console, csv, jsonl, tensorboard, visdom
+from trainkit.sinks import console, csv, jsonl, mlflow, tensorboard, visdom
 from trainkit.sinks.base import Sink, SinkContext, SinkKind, Sinks
+from trainkit.sinks.schema import LogConfig
 
 SINKS: dict[str, SinkKind] = {
     "console": console.SINK,
@@ -16,6 +18,7 @@ SINKS: dict[str, SinkKind] = {
     "csv": csv.SINK,
     "visdom": visdom.SINK,
     "tensorboard": tensorboard.SINK,
+    "mlflow": mlflow.SINK,
 }
 
 
@@ -35,3 +38,10 @@ def build_sinks(ctx: SinkContext, main: bool) -> Sinks:
 def files() -> tuple[str, ...]:
     """What the sinks write in a run directory, beside the run's own files."""
     return tuple(name for kind in SINKS.values() for name in kind.files)
+
+
+def finish_run(log: LogConfig, run_dir: Path) -> None:
+    """Tell the sinks that the files written after a run's loop (report, test.json, eval.json) are there."""
+    for kind in SINKS.values():
+        if kind.finish is not None:
+            kind.finish(log, run_dir)
