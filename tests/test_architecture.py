@@ -23,6 +23,7 @@ PACKAGES: list[tuple[str, str]] = [
     ("sinks", "the log section, the sinks' table, one module per sink"),
     ("run", "a run's whole config; building a run, the loop, evaluation, devices, distributed"),
     ("trained", "loading a trained run from its checkpoint; evaluate, predict, features, export, report"),
+    ("study", "many runs: the runs table, compare, the space file, sweeps on Optuna and their summary"),
     ("commands", "one module per command or close family"),
     ("cli", "argparse from the command table, errors to exit codes"),
     ("__main__", "python -m trainkit"),

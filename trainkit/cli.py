@@ -17,7 +17,7 @@ import traceback
 from typing import NoReturn
 
 import trainkit
-from trainkit.commands import evaluate, inspect_shapes, lr_find, models, predict, report, train, visdom
+from trainkit.commands import evaluate, inspect_shapes, lr_find, models, predict, report, runs, sweep, train, visdom
 from trainkit.commands.base import Command
 from trainkit.errors import TrainingError, TrainkitError
 from trainkit.text import one_line
@@ -33,6 +33,9 @@ COMMANDS: dict[str, Command] = {  # in the order `trainkit --help` lists them
     "visdom": visdom.SERVER,
     "lr-find": lr_find.COMMAND,
     "report": report.COMMAND,
+    "runs": runs.RUNS,
+    "compare": runs.COMPARE,
+    "sweep": sweep.COMMAND,
     "plot": visdom.PLOT,
 }
 
