@@ -49,7 +49,10 @@ def wait_line(proc: subprocess.Popen, fragment: str) -> None:
 def test_runs_says_how_each_run_ended_and_only_the_keys_that_differ(tmp_path, tiny_data):
     runs = tmp_path / "runs"
     a = write_yaml(tmp_path / "a.yaml", tiny_config(tiny_data, runs / "lr-0.1"))
-    b = write_yaml(tmp_path / "b.yaml", tiny_config(tiny_data, runs / "lr-0.01", optim={"type": "SGD", "lr": 0.01, "momentum": 0.9}))
+    b = write_yaml(
+        tmp_path / "b.yaml",
+        tiny_config(tiny_data, runs / "lr-0.01", optim={"type": "SGD", "lr": 0.01, "momentum": 0.9}),
+    )
     never = {"monitor": "val_loss", "mode": "min", "patience": 1, "min_delta": 1.0e6}  # no epoch improves enough
     early = tiny_config(tiny_data, runs / "early", train={"epochs": 6, "early_stopping": never})
     train(a)

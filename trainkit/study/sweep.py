@@ -178,9 +178,9 @@ def recover(study: Any) -> list[int]:
 
     out = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        pid = t.user_attrs.get("pid")
-        if t.user_attrs.get("host") != HOST or pid == os.getpid() or _alive(pid):
-            continue
+        host, pid, number = (t.user_attrs.get("worker") or [None, None, None])[:3]
+        if host != HOST or number != t.number or pid == os.getpid() or _alive(pid):
+            continue  # another machine's (Optuna's heartbeat judges it), not claimed yet, ours, or alive
         if study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):  # we, not another worker
             RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, study._storage.get_trial(t._trial_id))
             out.append(t.number)
@@ -199,8 +199,9 @@ def _trial_config(sw: Sweep, trial: Any) -> tuple[Config, dict[str, Any], str]:
     from trainkit.run.config import load_config
 
     run_dir = trial.user_attrs.get("run_dir") or str(sw.folder / f"trial-{trial.number}")
-    for key, value in (("pid", os.getpid()), ("host", HOST), ("run_dir", run_dir)):
-        trial.set_user_attr(key, value)
+    # who runs it: a retry copies its failed trial's attrs, so the trial's own number says they are its own
+    trial.set_user_attr("worker", [HOST, os.getpid(), trial.number])
+    trial.set_user_attr("run_dir", run_dir)
     params = {p.key: p.suggest(trial) for p in sw.space}
     items = [*sw.overrides, *(setting(k, v) for k, v in params.items()), f"run_dir={run_dir}", *sw.trial_overrides]
     try:
