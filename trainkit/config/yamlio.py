@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -138,3 +139,21 @@ def parse_yaml(text: str, where: str, lines: dict[str, int] | None = None) -> An
     finally:
         if loader is not None:
             loader.dispose()
+
+
+def read_yaml_file(path: Path, what: str, flag: str) -> tuple[Any, dict[str, int]]:
+    """A YAML file of trainkit's (a config, a sweep's space): its value and each key's line. A missing,
+    unreadable or oversized file is one line that names `what` it is and the `flag` that gave it."""
+    try:
+        if path.is_file() and path.stat().st_size > MAX_BYTES:
+            raise ConfigError(
+                f"{path}: the {what} file is {path.stat().st_size:,} bytes; trainkit reads {what} files of up to "
+                f"{MAX_BYTES:,} bytes (a {what} is a few hundred lines at most)"
+            )
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} file not found; check the path given to {flag}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the {what} file: {exc}") from None
+    lines: dict[str, int] = {}
+    return parse_yaml(text, str(path), lines), lines

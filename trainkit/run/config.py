@@ -16,7 +16,7 @@ import yaml
 
 from trainkit.config.train import EvalConfig, OptimConfig, SchedulerConfig, TrainConfig
 from trainkit.config.typed import apply_overrides, build_section, to_dict, validate
-from trainkit.config.yamlio import MAX_BYTES, parse_yaml
+from trainkit.config.yamlio import read_yaml_file
 from trainkit.data.schema import DataConfig, TransformsConfig
 from trainkit.errors import ConfigError, check_parallel, key_error
 from trainkit.models import python as python_source
@@ -96,19 +96,7 @@ def load_config(
 ) -> Config:
     """Read, override and validate a config file; `needs` are the sections it must have (after `--set`)."""
     path = Path(path)
-    try:
-        if path.is_file() and path.stat().st_size > MAX_BYTES:
-            raise ConfigError(
-                f"{path}: the config file is {path.stat().st_size:,} bytes; trainkit reads configs of up to "
-                f"{MAX_BYTES:,} bytes (a config is a few hundred lines)"
-            )
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found; check the path given to --config") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the config file: {exc}") from None
-    lines: dict[str, int] = {}
-    raw = parse_yaml(text, str(path), lines)
+    raw, lines = read_yaml_file(path, "config", "--config")
     if raw is None and not overrides:
         raise ConfigError(
             f"{path}: the file is empty (or holds only comments); a config needs a data section and a model "

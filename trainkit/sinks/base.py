@@ -87,6 +87,31 @@ class Sink:
         pass
 
 
+class StepLosses(Sink):
+    """A sink that takes the train loss at most every `every` global steps (the mean since its last point):
+    each point goes to `step_loss`. Subclasses that override `start` or `begin_epoch` call these too."""
+
+    def __init__(self, every: int) -> None:
+        self.window = StepWindow(every)
+        self.steps = 1
+
+    def start(self, info: RunInfo) -> None:
+        self.window = StepWindow(self.window.every, info.done_steps)
+
+    def begin_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        self.steps = steps
+        self.window.begin_epoch()
+
+    def step(self, epoch: int, step: int, steps: int, stats: dict[str, Any]) -> None:
+        global_step = (epoch - 1) * self.steps + step
+        loss = self.window.add(global_step, stats)
+        if loss is not None:
+            self.step_loss(epoch, global_step, loss, stats)
+
+    def step_loss(self, epoch: int, global_step: int, loss: float, stats: dict[str, Any]) -> None:
+        pass
+
+
 class Sinks(Sink):
     """Every call goes to each sink in order."""
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from trainkit.sinks.base import RunInfo, Sink, SinkContext, SinkKind, StepWindow
+from trainkit.sinks.base import RunInfo, SinkContext, SinkKind, StepLosses
 from trainkit.sinks.schema import LogConfig, MlflowConfig
 from trainkit.store.files import write_text_atomic
 from trainkit.store.status import read_status
@@ -70,15 +70,15 @@ def end_parent(log: LogConfig, run_id: str) -> None:
     client(log.mlflow).set_terminated(run_id, "FINISHED")
 
 
-class Mlflow(Sink):
+class Mlflow(StepLosses):
     def __init__(self, ctx: SinkContext) -> None:
+        super().__init__(ctx.log_every)
         self.cfg, self.run_dir, self.say = ctx.log.mlflow, ctx.run_dir, ctx.say
-        self.window = StepWindow(ctx.log_every)
         self.client: Any = None
         self.run_id = ""
-        self.steps = 1
 
     def start(self, info: RunInfo) -> None:
+        super().start(info)
         try:
             self.client = client(self.cfg)
             held = _held_id(self.run_dir) if info.resumed else None
@@ -95,7 +95,6 @@ class Mlflow(Sink):
         except Exception as exc:  # noqa: BLE001 - a tracking server that is down does not stop the run
             self.say(f"warning: log.mlflow: {first_line(exc)}; the run goes on without MLflow")
             self.client = None
-        self.window = StepWindow(self.window.every, info.done_steps)
 
     def _params(self, config_text: str) -> None:
         from mlflow.entities import Param
@@ -105,14 +104,8 @@ class Mlflow(Sink):
         for i in range(0, len(params), 100):  # MLflow takes up to 100 params per batch
             self.client.log_batch(self.run_id, params=params[i : i + 100])
 
-    def begin_epoch(self, epoch: int, epochs: int, steps: int) -> None:
-        self.steps = steps
-        self.window.begin_epoch()
-
-    def step(self, epoch: int, step: int, steps: int, stats: dict[str, Any]) -> None:
-        global_step = (epoch - 1) * self.steps + step
-        loss = self.window.add(global_step, stats)
-        if loss is not None and self.client is not None:
+    def step_loss(self, epoch: int, global_step: int, loss: float, stats: dict[str, Any]) -> None:
+        if self.client is not None:
             self._metrics({"step_loss": loss}, global_step)
 
     def end_epoch(self, record: dict[str, Any], confusion: np.ndarray | None) -> None:

@@ -3,9 +3,7 @@ and last epoch side by side, and every run's curves overlaid in one self-contain
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ from trainkit.errors import RunDirError
 from trainkit.store.files import save_figure, write_text_atomic
 from trainkit.study.runs import RunRow, differing, is_run_dir, read_row, shown
 from trainkit.text import columns, fmt_metric, printable
+from trainkit.trained.report import embedded_figures, html_page
 
 METRICS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
 PANELS = (("loss", ("train_loss", "val_loss"), 1.0), ("top-1 accuracy (%)", ("train_acc", "val_acc"), 100.0),
@@ -111,19 +110,9 @@ def write_compare(rows: list[RunRow], out_dir: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     figs = figures(rows, folder)
     esc = html.escape
-    buf = io.StringIO()
-    buf.write("<!DOCTYPE html><html><head><meta charset='utf-8'><title>trainkit compare</title><style>"
-              "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}img{max-width:100%}"
-              "pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:85%}</style></head><body>")  # fmt: skip
-    buf.write(f"<h1>{len(rows)} runs</h1><ul>")
-    buf.write("".join(f"<li>{esc(r.run)}: {esc(r.status)} ({esc(str(r.path))})</li>" for r in rows))
-    buf.write(f"</ul><pre>{esc(text(rows))}</pre>")
-    for name, caption in figs:
-        data = base64.b64encode((folder / name).read_bytes()).decode()
-        buf.write(
-            f'<figure><img src="data:image/png;base64,{data}" alt="{esc(caption)}"><figcaption>{esc(caption)}</figcaption></figure>'
-        )
-    buf.write("</body></html>\n")
+    body = f"<h1>{len(rows)} runs</h1><ul>"
+    body += "".join(f"<li>{esc(r.run)}: {esc(r.status)} ({esc(str(r.path))})</li>" for r in rows)
+    body += f"</ul><pre>{esc(text(rows))}</pre>{embedded_figures(folder, figs)}"
     page = out_dir / "compare.html"
-    write_text_atomic(page, buf.getvalue())
+    write_text_atomic(page, html_page("trainkit compare", body))
     return page

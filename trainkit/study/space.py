@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainkit.config.yamlio import MAX_BYTES, parse_yaml
+from trainkit.config.yamlio import read_yaml_file
 from trainkit.errors import ConfigError
 from trainkit.text import describe, first_line, suggest
 
@@ -101,16 +101,7 @@ def _param(key: str, spec: Any, where: str) -> Param:
 def read_space(path: str | Path) -> list[Param]:
     """The space file's distributions, in its order; a bad entry is one line with FILE:LINE."""
     path = Path(path)
-    try:
-        if path.stat().st_size > MAX_BYTES:
-            raise ConfigError(f"{path}: the space file is over {MAX_BYTES:,} bytes; a space is a few lines")
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: space file not found; check the path given to --space") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the space file: {exc}") from None
-    lines: dict[str, int] = {}
-    raw = parse_yaml(text, str(path), lines)
+    raw, lines = read_yaml_file(path, "space", "--space")
     if not isinstance(raw, dict) or not raw:
         raise ConfigError(
             f"{path}: a space maps config keys to distributions, e.g. 'optim.lr: {{loguniform: [1.0e-4, 1.0e-1]}}'; "

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import html
-import io
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from trainkit.study.runs import shown
 from trainkit.study.space import setting
 from trainkit.study.sweep import Sweep
 from trainkit.text import columns, fmt_metric
+from trainkit.trained.report import embedded_figures, html_page
 
 
 def _duration(t: Any) -> str:
@@ -72,8 +72,6 @@ def write_best(sw: Sweep, trial: Any) -> Path:
 
 def write_pictures(sw: Sweep, study: Any, table: str) -> Path:
     """sweep.html with the optimization history, the intermediate values and the parameter importances."""
-    import base64
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,19 +103,9 @@ def write_pictures(sw: Sweep, study: Any, table: str) -> Path:
         plt.close(fig)
         figures.append((name, caption))
     esc = html.escape
-    buf = io.StringIO()
-    buf.write(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>trainkit sweep: {esc(sw.study)}</title>")
-    buf.write("<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}img{max-width:100%}"
-              "pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:85%}</style></head><body>")  # fmt: skip
-    buf.write(f"<h1>Study {esc(sw.study)}</h1><p>{esc(sw.where)}; base config {esc(sw.base)}</p>")
-    buf.write(f"<h2>Trials</h2><pre>{esc(table)}</pre>")
-    for name, caption in figures:
-        data = base64.b64encode((folder / name).read_bytes()).decode()
-        buf.write(
-            f'<figure><img src="data:image/png;base64,{data}" alt="{esc(caption)}"><figcaption>{esc(caption)}</figcaption></figure>'
-        )
-    buf.write("".join(f"<p>{esc(n)}</p>" for n in notes))
-    buf.write("</body></html>\n")
+    body = f"<h1>Study {esc(sw.study)}</h1><p>{esc(sw.where)}; base config {esc(sw.base)}</p>"
+    body += f"<h2>Trials</h2><pre>{esc(table)}</pre>{embedded_figures(folder, figures)}"
+    body += "".join(f"<p>{esc(n)}</p>" for n in notes)
     out = sw.folder / "sweep.html"
-    write_text_atomic(out, buf.getvalue())
+    write_text_atomic(out, html_page(f"trainkit sweep: {sw.study}", body))
     return out

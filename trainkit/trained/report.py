@@ -229,23 +229,35 @@ def render(
         f"<td>{pc['support'][i]}</td></tr>"
         for i, c in enumerate(classes)
     )
-    figs = "".join(
-        f'<figure><img src="data:image/png;base64,{base64.b64encode((folder / name).read_bytes()).decode()}" '
-        f'alt="{esc(caption)}"><figcaption>{esc(caption)}</figcaption></figure>'
-        for name, caption in figures
-    )
-    style = (
-        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-        "table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}"
-        "img{max-width:100%}figure{margin:1.5em 0;break-inside:avoid}figcaption{color:#555}"
-        "pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:85%}"
-    )
+    figs = embedded_figures(folder, figures)
     buf = io.StringIO()
-    buf.write(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>trainkit report: {esc(name)}")
-    buf.write(f"</title><style>{style}</style></head><body>")
     buf.write(f"<h1>{esc(name)}</h1><p>{esc(str(run.run_dir))}: val top-1 accuracy {100 * acc:.2f}%</p>")
     buf.write(f"<h2>Run</h2><table>{rows}</table>")
     buf.write("<h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>images</th></tr>")
     buf.write(f"{table}</table><h2>Figures</h2>{figs}")
-    buf.write(f"<h2>Config</h2><pre>{esc(run.config_text)}</pre></body></html>\n")
-    return buf.getvalue()
+    buf.write(f"<h2>Config</h2><pre>{esc(run.config_text)}</pre>")
+    return html_page(f"trainkit report: {name}", buf.getvalue())
+
+
+STYLE = (
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+    "table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}"
+    "img{max-width:100%}figure{margin:1.5em 0;break-inside:avoid}figcaption{color:#555}"
+    "pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:85%}"
+)
+
+
+def embedded_figures(folder: Path, figures: list[tuple[str, str]]) -> str:
+    """The PNGs (file name, caption) in `folder` as <figure>s with the images inline: the page stands alone."""
+    esc = html.escape
+    return "".join(
+        f'<figure><img src="data:image/png;base64,{base64.b64encode((folder / name).read_bytes()).decode()}" '
+        f'alt="{esc(caption)}"><figcaption>{esc(caption)}</figcaption></figure>'
+        for name, caption in figures
+    )
+
+
+def html_page(title: str, body: str) -> str:
+    """One self-contained HTML page in the report's style (the report, compare.html, sweep.html)."""
+    head = f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{STYLE}</style>"
+    return f"{head}</head><body>{body}</body></html>\n"
