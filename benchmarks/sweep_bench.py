@@ -61,14 +61,18 @@ def sweep(work: Path, base: Path, space: Path, study: str, trials: int, jobs: in
     cmd = [sys.executable, "-m", "trainkit", "sweep", "--config", str(base), "--space", str(space), "--trials",
            str(trials), "--jobs", str(jobs), "--pruner", pruner, "--study", study]  # fmt: skip
     start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(3 - jobs)})
+    proc = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(3 - jobs)}
+    )
     wall = time.monotonic() - start
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     folder = work / "runs" / study
     runs = sorted(folder.glob("trial-*"))
     epochs = sum(len((r / "metrics.jsonl").read_text().splitlines()) for r in runs)
-    best = max(max(json.loads(line)["val_acc"] for line in (r / "metrics.jsonl").read_text().splitlines()) for r in runs)
+    best = max(
+        max(json.loads(line)["val_acc"] for line in (r / "metrics.jsonl").read_text().splitlines()) for r in runs
+    )
     states = [json.loads((r / "status.json").read_text()).get("reason", "finished") for r in runs]
     return {"study": study, "trials": len(runs), "jobs": jobs, "pruner": pruner, "wall_s": round(wall, 1),
             "trials_per_hour": round(len(runs) / wall * 3600, 1), "epochs_spent": epochs, "best_val_acc": best,

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from trainkit.errors import ConfigError, TrainingError
+from trainkit.errors import ConfigError, RunDirError, TrainingError
 from trainkit.run import stopping
 from trainkit.run.config import Config
 from trainkit.study.space import Param, grid, setting
@@ -242,7 +242,7 @@ def _run_trial(sw: Sweep, trial: Any) -> float:
         r = build.build_run(cfg, resume=point.path, overwrite=False, ckpt=point.ckpt)
         r.epoch_hook = report
         loop.fit(r)
-    except TrainingError as exc:  # a failed trial, said in one line; the sweep goes on
+    except (TrainingError, RunDirError) as exc:  # a failed trial (or its folder in use), in one line; the sweep goes on
         if r is not None and r.state.stop_reason == stopping.NAN:  # a diverged trial: as hopeless as a pruned one
             trial.set_user_attr("stopped", stopping.NAN)
             raise optuna.TrialPruned(f"the loss became NaN: {first_line(exc)}") from None
