@@ -13,8 +13,8 @@ from trainkit.commands.base import Command, add_set, say
 from trainkit.errors import ConfigError
 
 EXAMPLES = """examples:
-  trainkit sweep --config configs/digits.yaml --space configs/digits-space.yaml --trials 16
-  trainkit sweep --config configs/digits.yaml --space configs/digits-space.yaml --trials 16 --jobs 2
+  trainkit sweep --config configs/digits.yaml --space configs/spaces/digits.yaml --trials 16
+  trainkit sweep --config configs/digits.yaml --space configs/spaces/digits.yaml --trials 16 --jobs 2
   trainkit sweep --config base.yaml --space space.yaml --trials 64 --study lr \\
       --storage postgresql://user:pass@db-host/optuna      # the same command on every machine
 
