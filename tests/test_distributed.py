@@ -95,6 +95,7 @@ def test_only_rank_0_writes_and_validation_counts_each_image_once(ddp_world):
         "last.pt",
         "metrics.jsonl",
         "samples.png",
+        "status.json",
         "steps.jsonl",
     ]
     ev = run_cli("eval", "--ckpt", str(run_dir / "last.pt"), "--out", str(run_dir.parent / "eval.json"))

@@ -18,6 +18,7 @@ from trainkit.store import checkpoint
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.timeout(1500)  # minutes of CPU: slower when the other test process trains too
 def test_twenty_starts_of_nproc_2_on_fresh_run_directories_never_fail(tmp_path):
     """Only rank 0 checks and prepares the run directory; a rank that probed it beside rank 0 once found
     `run_dir ... is a file` (a mkdir/rmdir probe seen half-way)."""

@@ -71,6 +71,7 @@ def lite0_config(flowers, run_dir, pretrained: bool) -> dict:
     return cfg
 
 
+@pytest.mark.timeout(1500)  # minutes of CPU: slower when the other test process trains too
 def test_fine_tuning_the_pretrained_weights_beats_a_random_start_by_far(flowers, tmp_path):
     best = {}
     for name, pretrained in (("pretrained", True), ("random", False)):

@@ -140,7 +140,7 @@ def test_a_killed_sweep_continues_and_its_killed_trial_resumes_from_its_last_pt(
 
 
 def test_sigint_stops_both_jobs_at_a_checkpoint_and_the_same_command_finishes(tmp_path, tiny_data):
-    base, space = setup(tmp_path, tiny_data, epochs=150, log_every=6)
+    base, space = setup(tmp_path, tiny_data, epochs=60, log_every=6)
     args = ("sweep", "--config", str(base), "--space", str(space), "--trials", "3", "--jobs", "2", "--pruner",
             "none", "--study", "i")  # fmt: skip
     proc = start(*args)

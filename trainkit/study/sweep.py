@@ -18,6 +18,7 @@ import json
 import os
 import socket
 import sys
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,16 +84,22 @@ def open_storage(sw: Sweep) -> Any:
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if sw.storage.startswith("postgresql"):
         kwargs["connect_args"] = {"connect_timeout": 10}
-    try:
-        return RDBStorage(
-            sw.storage,
-            engine_kwargs=kwargs,
-            heartbeat_interval=10,
-            grace_period=30,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
-        )
-    except Exception as exc:  # noqa: BLE001 - sqlalchemy's and the driver's errors: one line with the URL
-        raise ConfigError(f"--storage {shown_url(sw.storage)}: cannot open it: {first_line(exc)}") from None
+    from sqlalchemy.exc import IntegrityError
+
+    for attempt in range(5):
+        try:
+            return RDBStorage(
+                sw.storage,
+                engine_kwargs=kwargs,
+                heartbeat_interval=10,
+                grace_period=30,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+            )
+        except IntegrityError:  # another worker creates Optuna's tables at this moment: open them once it has
+            time.sleep(0.5 * (attempt + 1))
+        except Exception as exc:  # noqa: BLE001 - sqlalchemy's and the driver's errors: one line with the URL
+            raise ConfigError(f"--storage {shown_url(sw.storage)}: cannot open it: {first_line(exc)}") from None
+    raise ConfigError(f"--storage {shown_url(sw.storage)}: cannot open it: its tables were being created all along")
 
 
 def _sampler(sw: Sweep, worker: int) -> Any:
@@ -137,9 +144,12 @@ def open_study(sw: Sweep, worker: int = 0, create: bool = False) -> Any:
         raise ConfigError(f"--storage {sw.where}: {first_line(exc)}") from None
     held = study.user_attrs.get("space")
     if held is None and create:
-        study.set_user_attr("space", sw.canonical_space())
-        study.set_user_attr("monitor", sw.cfg.train.monitor)
-    elif held is not None and held != sw.canonical_space():
+        try:
+            study.set_user_attr("space", sw.canonical_space())
+            study.set_user_attr("monitor", sw.cfg.train.monitor)
+        except Exception:  # noqa: BLE001 - another process on the same study set them at this moment (RDB)
+            held = study.user_attrs.get("space")
+    if held is not None and held != sw.canonical_space():
         theirs = ", ".join(sorted(json.loads(held)))
         raise ConfigError(
             f"--study {sw.study} in {sw.where} was made with another space ({theirs}); give another --study, "
