@@ -44,6 +44,8 @@ def test_a_run_in_mlflow_equals_its_files(tmp_path, tiny_data):
     evaluated = run_cli("eval", "--ckpt", str(run_dir / "best.pt"), "--mlflow")
     assert evaluated.returncode == 0 and "logged report.html, report, eval.json" in evaluated.stdout, evaluated.stderr
     assert "eval.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    # the artifacts lie beside the sqlite file, not in ./mlruns of the folder the command ran in
+    assert list((tmp_path / "artifacts").glob(f"**/{held['run_id']}/artifacts/eval.json")), run.info.artifact_uri
 
 
 def test_a_sweeps_trials_are_nested_runs_of_one_parent(tmp_path, tiny_data):

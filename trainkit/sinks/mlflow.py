@@ -55,8 +55,15 @@ def experiment_id(c: Any, cfg: MlflowConfig, name: str) -> str:
     found = c.get_experiment_by_name(name)
     if found is not None:
         return str(found.experiment_id)
-    location = None if cfg.tracking_uri else str(Path(DEFAULT_ROOT, "artifacts").resolve())
-    return str(c.create_experiment(name, artifact_location=location))
+    return str(c.create_experiment(name, artifact_location=artifact_root(tracking_uri(cfg))))
+
+
+def artifact_root(uri: str) -> str | None:
+    """Artifacts of a sqlite store lie beside its file; MLflow's own default is ./mlruns of whatever folder the
+    process runs in. A server's store (http://, postgresql://) chooses its own: None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return str(Path(uri.removeprefix("sqlite:///")).resolve().parent / "artifacts")
 
 
 def parent_run(log: LogConfig, experiment: str, name: str) -> str:
