@@ -11,6 +11,7 @@ in `COMMANDS`. The command modules import what they need when they run: `trainki
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import traceback
@@ -74,6 +75,7 @@ def build_parser(commands: dict[str, Command] = COMMANDS) -> argparse.ArgumentPa
 def main(argv: list[str] | None = None) -> int:
     """Run the trainkit command line; returns the exit code."""
     parser = build_parser()
+    from_command_line = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     if "TORCHELASTIC_RUN_ID" in os.environ:  # a rank under torchrun: it dies with its launcher
         from trainkit.run.launch import die_with_parent
@@ -90,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         from trainkit.run.launch import write_status
 
         write_status(code)
+    if from_command_line:
+        # The interpreter's last collection at exit sweeps every object torch's import left (about 335,000:
+        # 1.2 s here); frozen, they are skipped (0.3 s). The process ends next, so nothing is kept longer.
+        gc.freeze()
     return code
 
 
