@@ -18,3 +18,10 @@ def test_a_beaten_ceiling_or_a_noisy_approach_is_refused():
     assert len(beaten) == 1 and "beats its ceiling" in beaten[0]
     noisy = bench.self_check({"a": 850, "b": 2100, "c": 2000}, {"a": 0.27, "b": 0.05, "c": 0.05})
     assert len(noisy) == 1 and "idiomatic" in noisy[0] and "27%" in noisy[0]
+
+
+def test_a_repetition_outside_the_others_range_is_the_one_measured_again():
+    assert bench.outlier([1.0, 1.02, 0.99, 1.01, 1.0]) is None  # a 3% spread: nothing to retry
+    assert bench.outlier([1.0, 1.02, 1.66, 1.01, 0.99]) == 2  # 1,271 img/s among 2,116 to 2,198: that one
+    assert bench.outlier([1.0, 0.8, 1.01, 1.0, 0.99]) == 1  # a fast outlier counts too
+    assert bench.outlier([1.0, 1.5]) is None  # too few to tell which is out of range
