@@ -37,7 +37,7 @@ def set_threads(threads: int | str) -> None:
         torch.set_num_threads(threads)
 
 
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4  # mallopt's parameter numbers (malloc.h)
 
 
 def keep_freed_memory() -> bool:
@@ -46,15 +46,18 @@ def keep_freed_memory() -> bool:
     A training step allocates and frees the same large tensors (a batch, activations, gradients) every step.
     By default glibc serves blocks of a few MB and up with fresh `mmap`s and unmaps them when freed, so each
     step pays page faults and zeroing of every such tensor again: 30% of a step for a small CNN at 128 px on
-    this project's CPUs (`make bench`). Blocks up to 32 MB (glibc's maximum) now come from the heap and freed
-    memory stays there, as a caching allocator (jemalloc, tcmalloc, PyTorch's own on CUDA) would keep it.
+    this project's CPUs (`make bench`). Raising the mmap threshold is not enough: its ceiling is 32 MB, and at
+    224 px one activation of a batch of 32 is 50 MB and more (EfficientNet-Lite0 unfrozen: 2.2 million page
+    faults and 13 s a window of 6 steps, against none and 8 s this way). So no block is mmapped
+    (M_MMAP_MAX 0) and the heap is never trimmed (M_TRIM_THRESHOLD -1): freed memory stays for the next step,
+    as a caching allocator (jemalloc, tcmalloc, PyTorch's own on CUDA) keeps it; the process's RSS is its peak.
     Linux with glibc only; elsewhere it does nothing and says False.
     """
     if not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20) and libc.mallopt(_M_TRIM_THRESHOLD, 2**30))
+        return bool(libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, -1))
     except (OSError, AttributeError):  # not glibc (musl has no mallopt)
         return False
 
