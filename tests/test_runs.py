@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import yaml
 from conftest import ROOT, assert_user_error, run_cli, tiny_config, write_yaml
 
 from trainkit.store.status import lock_holder, read_status
@@ -74,6 +76,12 @@ def test_runs_says_how_each_run_ended_and_only_the_keys_that_differ(tmp_path, ti
     keys = set(by["lr-0.1"]["config"])
     assert {"optim.lr", "train.epochs"} <= keys and not {"optim.type", "data.train", "run_dir", "name"} & keys
     assert by["lr-0.01"]["config"]["optim.lr"] == 0.01
+    # runs reads status.json's copy of the config (JSON), which is config.yaml's content...
+    assert read_status(runs / "lr-0.01")["config"] == yaml.safe_load((runs / "lr-0.01" / "config.yaml").read_text())
+    # ...and config.yaml where status.json has none (a run of an older trainkit)
+    held = read_status(runs / "lr-0.01")
+    (runs / "lr-0.01" / "status.json").write_text(json.dumps({k: v for k, v in held.items() if k != "config"}))
+    assert {r["run"]: r for r in rows_json(runs)}["lr-0.01"]["config"] == by["lr-0.01"]["config"]
 
     table = run_cli("runs", str(runs))
     assert table.returncode == 0, table.stderr
@@ -89,6 +97,7 @@ def test_runs_says_how_each_run_ended_and_only_the_keys_that_differ(tmp_path, ti
     assert float(next(r for r in parsed if r["run"] == "lr-0.1")["best"]) == by["lr-0.1"]["best"]
 
 
+@pytest.mark.slow
 def test_a_live_run_is_running_a_killed_one_is_not_and_sigint_is_said(tmp_path, tiny_data):
     runs = tmp_path / "runs"
     long = write_yaml(tmp_path / "long.yaml", tiny_config(tiny_data, runs / "live", train={"epochs": 500}))
@@ -137,6 +146,7 @@ def test_runs_imports_no_torch(tmp_path, tiny_cfg_path):
     assert "heavy []" in proc.stdout
 
 
+@pytest.mark.slow
 def test_compare_draws_runs_of_different_lengths_and_a_resumed_one(tmp_path, tiny_data):
     runs = tmp_path / "runs"
     short = write_yaml(tmp_path / "s.yaml", tiny_config(tiny_data, runs / "short"))

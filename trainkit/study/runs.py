@@ -86,6 +86,18 @@ def read_config(path: Path) -> dict[str, Any]:
         return {}
 
 
+def run_config(path: Path, status: dict[str, Any]) -> dict[str, Any]:
+    """The run's config, flattened: status.json's copy (JSON, quick to read), else config.yaml (a run of an
+    older trainkit); {} when neither can be read as a config."""
+    held = status.get("config")
+    if not isinstance(held, dict) or not held:
+        return read_config(path / "config.yaml")
+    try:
+        return flat_keys(held)
+    except (ValueError, RecursionError):
+        return {}
+
+
 def _best(records: list[dict[str, Any]], monitor: str, mode: str) -> tuple[float | None, int | None]:
     """The best value of the monitored metric and its epoch (the first epoch that reached it, as best.pt)."""
     best: tuple[float | None, int | None] = (None, None)
@@ -125,9 +137,9 @@ def _state(path: Path, st: dict[str, Any], epoch: int, epochs: int | None) -> tu
 
 
 def read_row(path: Path, root: Path) -> RunRow:
-    config = read_config(path / "config.yaml")
-    records = [r for r in read_jsonl(path / "metrics.jsonl") if isinstance(r, dict) and "epoch" in r]
     st = read_status(path)
+    config = run_config(path, st)
+    records = [r for r in read_jsonl(path / "metrics.jsonl") if isinstance(r, dict) and "epoch" in r]
     epoch = max((int(r["epoch"]) for r in records if isinstance(r["epoch"], int)), default=0)
     epoch = max(epoch, int(st.get("epoch") or 0))
     epochs = config.get("train.epochs") if isinstance(config.get("train.epochs"), int) else None
@@ -167,10 +179,12 @@ def differing(rows: list[RunRow]) -> list[str]:
         keys.update(dict.fromkeys(r.config))
     if len(rows) < 2:
         return []
+    first = rows[0].config
     return [
         k
         for k in keys
-        if k not in SKIPPED_KEYS and len({json.dumps(r.config.get(k), sort_keys=True, default=str) for r in rows}) > 1
+        if k not in SKIPPED_KEYS
+        and any((v := r.config.get(k)) != first.get(k) or type(v) is not type(first.get(k)) for r in rows)
     ]
 
 
