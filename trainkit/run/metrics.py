@@ -8,14 +8,32 @@ step beyond what the progress display needs.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 import time
 from typing import Any
 
 import numpy as np
 import torch
-from torchnet import meter
 
-from trainkit.run import distributed
+
+def _torchnet_meters() -> None:
+    """torchnet's __init__ imports all of torchnet, its visdom logger too, and with it visdom, requests,
+    urllib3 and websocket (70 modules, ~0.1 s of every command that evaluates). trainkit uses torchnet's meters
+    alone (visdom has a sink of its own): the package is registered without running its __init__, and
+    `torchnet.meter` is imported from its folder as usual (any other submodule still can be)."""
+    if "torchnet" in sys.modules:
+        return
+    spec = importlib.util.find_spec("torchnet")  # finds it without importing it
+    if spec is None or spec.loader is None or not spec.submodule_search_locations:
+        return  # not installed: the import below says so
+    sys.modules["torchnet"] = importlib.util.module_from_spec(spec)
+
+
+_torchnet_meters()
+from torchnet import meter  # noqa: E402
+
+from trainkit.run import distributed  # noqa: E402
 
 
 class EpochMeters:
