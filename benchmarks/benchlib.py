@@ -1,0 +1,393 @@
+"""The machinery of `make bench` (benchmarks/bench.py and its sections): worker processes that answer timed
+windows, the parent that interleaves and isolates them (SIGSTOP of the others' process groups), what each
+window cost its process, the retries of a repetition outside the others' range, and the self-check."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "bench.py"  # the worker processes run it with --worker KIND
+SPREAD_LIMIT = 0.15  # a repetition-to-repetition spread above this: the numbers are not to be believed
+RETRIES = 3  # times a repetition outside the others' range is measured again before the spread counts
+NAMES = {"a": "idiomatic", "b": "ceiling", "c": "trainkit"}
+
+
+def unpack(tarball: Path, dest: Path) -> Path:
+    """Unpack the CIFAR-10 JPEGs once; later runs reuse them."""
+    marker = dest / ".complete"
+    if not marker.exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(tarball) as tar:
+            tar.extractall(dest, filter="data")
+        marker.write_text(str(tarball))
+    return dest
+
+
+def sync(device):
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def serve(make: Callable[..., tuple[Any, dict]], data: Path, steps: int, device_name: str) -> None:
+    """A worker process: set up with `make(data, steps, device)`, then answer `run N` with the seconds N steps
+    took (`WHAT N` calls the run's attribute WHAT instead, `data` for the data path alone; what it returns is
+    added to the answer)."""
+    import torch
+
+    from trainkit.run.launch import die_with_parent
+
+    die_with_parent()  # a parent that dies leaves no stopped worker behind
+    device = torch.device(device_name)
+    start = time.perf_counter()
+    run, info = make(data, steps, device)
+    print(json.dumps({"ready": time.perf_counter() - start, **info}), flush=True)
+    for line in sys.stdin:
+        cmd = line.split()
+        if not cmd or cmd[0] == "quit":
+            return
+        n = int(cmd[1])
+        sync(device)
+        spin, mhz = spin_ms(), cpu_mhz()
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        t0 = time.perf_counter()
+        extra = (run if cmd[0] == "run" else getattr(run, "data_only" if cmd[0] == "data" else cmd[0]))(n) or {}
+        sync(device)
+        seconds = time.perf_counter() - t0
+        stats = window_stats(before, mhz) | {"spin_ms_before": spin, "spin_ms_after": spin_ms()}
+        print(json.dumps({"seconds": seconds, "steps": n, **stats, **extra}), flush=True)
+
+
+def spin_ms() -> float:
+    """The best of 3 times of a fixed pure-Python loop, in ms: the speed of the core this process gets right now.
+    A VM's /proc/cpuinfo gives one clock whatever the host does; this moves when the host slows the vCPU."""
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(200_000):
+            total += i
+        best = min(best, time.perf_counter() - t0)
+    return best * 1000
+
+
+def cpu_mhz() -> float:
+    """The mean clock of the CPUs as /proc/cpuinfo says it now (0 where it says nothing)."""
+    try:
+        mhz = [float(ln.split(":")[1]) for ln in Path("/proc/cpuinfo").read_text().splitlines() if "MHz" in ln]
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return sum(mhz) / len(mhz) if mhz else 0.0
+
+
+def window_stats(before, mhz_before: float) -> dict[str, float]:
+    """What a window cost this process besides its wall time, to tell why one ran slow: page faults (the
+    allocator handing memory back and faulting it in again), context switches (involuntary: preempted),
+    CPU seconds, and the CPU clock before and after."""
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "minor_faults": after.ru_minflt - before.ru_minflt,
+        "major_faults": after.ru_majflt - before.ru_majflt,
+        "involuntary_switches": after.ru_nivcsw - before.ru_nivcsw,
+        "voluntary_switches": after.ru_nvcsw - before.ru_nvcsw,
+        "cpu_s": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
+        "mhz_before": mhz_before,
+        "mhz_after": cpu_mhz(),
+    }
+
+
+def tree_pids(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its descendants."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0
+    for p in tree_pids(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / tick
+
+
+def steal_s() -> float:
+    """CPU seconds the hypervisor gave to other guests so far (the `steal` column of /proc/stat), all CPUs."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def tree_rss(pid: int) -> int:
+    """Resident set size of a process and its descendants, in bytes."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+            total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) * 1024
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, StopIteration, ValueError):
+            continue
+    return total
+
+
+class Worker:
+    def __init__(self, kind: str, args: argparse.Namespace, data: Path, steps: int | None = None) -> None:
+        """Start `bench.py --worker KIND` and wait until it has set up."""
+        self.kind = kind
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(SCRIPT),
+                "--worker",
+                kind,
+                "--data",
+                str(data),
+                "--steps",
+                str(steps or args.steps),
+                "--device",
+                args.device,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            start_new_session=True,  # its own process group, DataLoader workers included: stopped as one
+        )
+        self.peak = 0
+        self.info = self.read()
+
+    def read(self) -> dict:
+        """The worker's next answer (a JSON line); what else it prints (trainkit's messages) is passed on."""
+        while line := self.proc.stdout.readline():
+            if line.startswith("{"):
+                return json.loads(line)
+            print(f"  [{self.kind}] {line.rstrip()}", flush=True)
+        raise SystemExit(f"benchmark worker {self.kind} died; run it alone to see why")
+
+    def run(self, steps: int, what: str = "run") -> dict:
+        """One timed window: its seconds and window_stats."""
+        self.proc.stdin.write(f"{what} {steps}\n")
+        self.proc.stdin.flush()
+        return self.read()
+
+    def signal(self, sig: int) -> None:
+        os.killpg(self.proc.pid, sig)
+
+    def close(self) -> None:
+        """Ask the worker to quit; one that died already, or does not quit, is killed with its group."""
+        try:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.flush()
+            self.proc.wait(60)
+        except (BrokenPipeError, subprocess.TimeoutExpired):
+            with contextlib.suppress(ProcessLookupError):
+                self.signal(signal.SIGKILL)
+            self.proc.wait(60)
+
+
+def measure(
+    workers: dict[str, Worker], args: argparse.Namespace, steps: int, batch: int, what: str = "run", label: str = ""
+) -> tuple[dict[str, list[float]], dict[str, dict[str, list[float]]]]:
+    """The timed windows: a warm-up of each approach, then `--reps` rounds in rotating order. `what` is `run`
+    (training steps) or `data` (the data path alone); the keys of `workers` are a, b and c (or a subset);
+    `label` starts each printed line."""
+
+    def timed(k: str) -> tuple[dict, float, float]:
+        """One window of approach k, the others' process groups stopped (unless --no-isolate); returns the
+        seconds, the CPU seconds the other approaches used meanwhile (their interference) and the CPU
+        seconds the hypervisor stole from this machine meanwhile (another guest's interference)."""
+        others = [w for j, w in workers.items() if j != k]
+        if not args.no_isolate:
+            for w in others:
+                w.signal(signal.SIGSTOP)
+        before, stolen_before = sum(tree_cpu(w.proc.pid) for w in others), steal_s()
+        try:
+            window = workers[k].run(steps, what)
+        finally:
+            after, stolen_after = sum(tree_cpu(w.proc.pid) for w in others), steal_s()
+            if not args.no_isolate:
+                for w in others:
+                    w.signal(signal.SIGCONT)
+        return window, after - before, stolen_after - stolen_before
+
+    for k in workers:
+        timed(k)  # warm-up: worker start-up, allocator, caches
+    times: dict[str, list[float]] = {k: [] for k in workers}
+    stolen: dict[str, list[float]] = {k: [] for k in workers}
+    steal: dict[str, list[float]] = {k: [] for k in workers}
+    order = list(workers)
+    windows: dict[str, list[dict]] = {k: [] for k in workers}
+    for rep in range(args.reps):
+        for k in order[rep % len(order) :] + order[: rep % len(order)]:
+            window, cpu, vm = timed(k)
+            times[k].append(window["seconds"])
+            windows[k].append(window)
+            stolen[k].append(cpu)
+            steal[k].append(vm)
+        print(
+            f"{label}{'' if what == 'run' else 'data only, '}rep {rep + 1}/{args.reps}: "
+            + ", ".join(
+                f"{NAMES[k]} {steps * batch / times[k][-1]:.0f} img/s "
+                f"(others {stolen[k][-1]:.2f} cpu-s, steal {steal[k][-1]:.2f} s)"
+                for k in order
+            ),
+            flush=True,
+        )
+    retries: list[dict] = []
+    for k in order:  # a repetition outside the others' range is measured again, up to RETRIES times
+        for _ in range(RETRIES):
+            i = outlier(times[k])
+            if i is None:
+                break
+            window, cpu, vm = timed(k)
+            retry = {"approach": NAMES[k], "what": label + what, "was_s": times[k][i], "now_s": window["seconds"],
+                     "slow_window": windows[k][i], "retry_window": window, "others_cpu_s": cpu, "steal_s": vm}  # fmt: skip
+            retries.append(retry)
+            print(f"{label}retry: {describe_retry(retry, steps * batch)}", flush=True)
+            times[k][i], windows[k][i], stolen[k][i], steal[k][i] = window["seconds"], window, cpu, vm
+    return times, {"others_cpu_s": stolen, "steal_s": steal, "windows": windows, "retries": retries}
+
+
+def outlier(seconds: list[float]) -> int | None:
+    """The repetition farthest from the median while the spread is over SPREAD_LIMIT; None when it is not."""
+    if len(seconds) < 3:
+        return None
+    med = statistics.median(seconds)
+    rates = [1 / t for t in seconds]
+    if (max(rates) - min(rates)) * med <= SPREAD_LIMIT:  # spread of images/s over their median
+        return None
+    return max(range(len(seconds)), key=lambda i: abs(seconds[i] - med))
+
+
+def describe_retry(retry: dict, images: int) -> str:
+    """One line: the repetition measured again, and what its window cost beside the one that replaced it."""
+    slow, new = retry["slow_window"], retry["retry_window"]
+
+    def costs(w: dict) -> str:
+        return (f"{images / w['seconds']:.0f} img/s, cpu {w['cpu_s']:.2f} s, {w['minor_faults']} minor / "
+                f"{w['major_faults']} major faults, {w['involuntary_switches']} preempted, "
+                f"{w['mhz_before']:.0f}->{w['mhz_after']:.0f} MHz, "
+                f"spin {w.get('spin_ms_before', 0):.1f}->{w.get('spin_ms_after', 0):.1f} ms")  # fmt: skip
+
+    return f"{retry['approach']} ({retry['what']}): was {costs(slow)}; again {costs(new)}"
+
+
+def self_check(med: dict[str, float], spread: dict[str, float]) -> list[str]:
+    """Why these numbers should not be believed: a ceiling beaten beyond the noise, or a noisy approach."""
+    problems = [
+        f"{NAMES[k]}'s images/s spread over repetitions is {spread[k]:.0%} (more than {SPREAD_LIMIT:.0%}): "
+        "the machine was not idle, or the approaches disturbed each other"
+        for k in "abc"
+        if spread[k] > SPREAD_LIMIT
+    ]
+    noise = max(spread["b"], spread["c"], 0.03)
+    if med["c"] > med["b"] * (1 + noise):
+        problems.append(
+            f"trainkit ({med['c']:.0f} img/s) beats its ceiling ({med['b']:.0f}) by more than the noise "
+            f"({noise:.0%}): the ceiling is not the bare step it should be"
+        )
+    return problems
+
+
+# ----------------------------------------------------------------------------- trainkit's side of a window
+
+
+def device_batches(run: Any, epoch: int) -> list:
+    """One epoch of the run's own loader, augmented and on the device, collected before any timing."""
+    from trainkit.data.loaders import epoch_batches
+    from trainkit.run import devices
+
+    return [
+        devices.to_device(x, y, run.device, run.channels_last) for x, y in epoch_batches(run.data.train_loader, epoch)
+    ]
+
+
+def bare_steps(run: Any, batches: list) -> Callable[[int], None]:
+    """(b), the ceiling: `go(n)` runs n bare training steps of trainkit's own model, optimizer, scheduler, loss,
+    memory format and autocast (its frozen BatchNorm layers in eval mode, as the loop keeps them) over
+    `batches`, doing nothing else."""
+    from trainkit.run import devices
+
+    cfg = run.cfg
+    net, opt, loss_fn, scaler, sched = run.net, run.optimizer, run.loss_fn, run.scaler, run.scheduler
+    per_step = sched is not None and cfg.scheduler is not None and cfg.scheduler.per_step
+    net.train()
+    for norm in run.frozen_norms:
+        norm.eval()
+    done = 0
+
+    def go(n: int) -> None:
+        nonlocal done
+        for _ in range(n):
+            x, y = batches[done % len(batches)]
+            with devices.autocast(run.device, cfg.train.amp):
+                loss = loss_fn(net(x), y)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad(set_to_none=True)
+            if per_step:
+                sched.step()
+            done += 1
+
+    return go
+
+
+def whole_epochs(run: Any, steps: int, first: int = 0, before: Callable[[int], None] | None = None) -> Any:
+    """(c): `go(n)`, one training epoch of the subset per `steps` steps, through trainkit's own loop, from
+    epoch `first` (`before(epoch)` is called ahead of each, as the loop's fit does); `go.data_only(n)`: its
+    batches alone."""
+    from trainkit.data.loaders import epoch_batches
+    from trainkit.run import loop as engine
+
+    epoch = first
+
+    def go(n: int) -> None:
+        nonlocal epoch
+        assert n % steps == 0, "trainkit runs whole epochs of the subset"
+        for _ in range(n // steps):
+            if before is not None:
+                before(epoch)
+            engine.train_one_epoch(run, epoch)
+            epoch += 1
+
+    def data_only(n: int) -> None:
+        nonlocal epoch
+        assert run.data.train_loader is not None and n % steps == 0
+        for _ in range(n // steps):
+            for _ in epoch_batches(run.data.train_loader, epoch):
+                pass
+            epoch += 1
+
+    go.data_only = data_only  # type: ignore[attr-defined]
+    return go
