@@ -10,7 +10,7 @@ export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_BUILD_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test test-fast lint format bench clean
+.PHONY: install demo test test-slow test-all lint format bench clean
 
 install: $(STAMP)
 
@@ -34,11 +34,16 @@ demo: install
 XDIST := -n 2 --dist loadfile
 TEST_ENV := OMP_NUM_THREADS=1
 
+# `make test` leaves out the tests marked `slow` (each over ~20 s: real data, many epochs, many processes, a
+# fuzzer, mypy): about 8 minutes here. CI runs them too (`make test-slow`, about 20 minutes more).
 test: install
-	$(TEST_ENV) $(BIN)/python -m pytest $(XDIST)
-
-test-fast: install
 	$(TEST_ENV) $(BIN)/python -m pytest $(XDIST) -m "not slow"
+
+test-slow: install
+	$(TEST_ENV) $(BIN)/python -m pytest $(XDIST) -m slow
+
+test-all: install
+	$(TEST_ENV) $(BIN)/python -m pytest $(XDIST)
 
 lint: install
 	$(BIN)/ruff check .

@@ -68,6 +68,7 @@ def test_main_is_callable_in_process(capsys):
     assert "checkpoint not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_tests_forked_command_is_the_fresh_one(tmp_path):
     """run_cli forks its commands from a process that has imported torch (forked_cli.py): the same outputs and
     exit codes as `python -m trainkit` in a fresh interpreter, a command that outlives its timeout killed."""

@@ -166,6 +166,7 @@ def uneven(tmp_path: Path) -> Path:
         ("{emu: 4.0}", [30 / 60, 10 / 60, 20 / 60]),  # unnamed classes weigh 1.0
     ],
 )
+@pytest.mark.slow
 def test_weighted_sampler_draws_the_expected_class_mix(tmp_path, weights, expected):
     root = uneven(tmp_path)
     cfg = folder_cfg(

@@ -139,6 +139,7 @@ def fuzz_world(tmp_path_factory):
     return root, cfg
 
 
+@pytest.mark.slow
 @CLI_FUZZ
 @given(st.sampled_from(KEYS), HOSTILE)
 def test_hostile_set_values_end_in_an_exit_code_never_a_traceback(fuzz_world, key, value):

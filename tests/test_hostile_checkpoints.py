@@ -81,6 +81,7 @@ def peak_rss_mb(args: list[str], tmp_path: Path) -> tuple[subprocess.CompletedPr
     return proc, int(report.read_text()) / 1024
 
 
+@pytest.mark.slow
 def test_a_decompression_bomb_is_refused_before_it_is_inflated(good, tmp_path):
     sentinel = tmp_path / "pwned"
     path = tmp_path / "bomb.pt"

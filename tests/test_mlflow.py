@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 from conftest import run_cli, tiny_config, write_yaml
 from mlflow.tracking import MlflowClient
@@ -12,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from trainkit.text import flat_keys
 
 
+@pytest.mark.slow
 def test_a_run_in_mlflow_equals_its_files(tmp_path, tiny_data):
     uri = f"sqlite:///{tmp_path}/ml.db"
     log = {

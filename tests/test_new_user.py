@@ -358,6 +358,7 @@ def test_a_schedule_shorter_than_the_run_is_said_at_start(tmp_path, tiny_data):
 # --------------------------------------------------------------------------- 12. a smoke run
 
 
+@pytest.mark.slow
 def test_fast_dev_run_runs_every_part_and_writes_nothing(tmp_path, tiny_data, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
@@ -378,6 +379,7 @@ def test_fast_dev_run_runs_every_part_and_writes_nothing(tmp_path, tiny_data, mo
     assert (tmp_path / "kept" / "last.pt").is_file()
 
 
+@pytest.mark.slow
 def test_fast_dev_run_finds_a_broken_part(tmp_path, tiny_data, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()

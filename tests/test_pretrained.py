@@ -70,6 +70,7 @@ def test_a_cached_file_loads_with_a_new_head_of_the_datas_classes(tmp_path, monk
     assert notes == ["model.pretrained ResNet18_Weights.IMAGENET1K_V1: fc.weight, fc.bias not loaded (the head has 5 classes, the weights 1000)"]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_train_from_cached_weights_then_eval_without_them(tmp_path, tiny_data):
     lay_weights(tmp_path / "torch")
     env = {"TORCH_HOME": str(tmp_path / "torch")}
@@ -104,6 +105,7 @@ def test_not_cached_and_offline_is_one_line_before_anything_is_written(tmp_path,
     assert not (tmp_path / "run").exists() and not path.exists()
 
 
+@pytest.mark.slow
 def test_the_models_table_shows_weights_top1_and_the_cache(tmp_path):
     lay_weights(tmp_path / "torch")
     env = {"TORCH_HOME": str(tmp_path / "torch")}

@@ -271,6 +271,7 @@ def test_fp16_gradscaler_skips_are_counted(tmp_path, tiny_data):
     assert record["amp_skipped_steps"] == 6  # the scaled gradients overflow fp16 and GradScaler skips
 
 
+@pytest.mark.slow
 def test_kill_9_mid_epoch_loses_at_most_checkpoint_every_and_resumes_exactly(tmp_path):
     every = {"checkpoint_every": {"steps": 3, "minutes": None}}
     cfg = slow_config(tmp_path, tmp_path / "killed", epochs=1, **every)  # 12 steps in the epoch

@@ -130,6 +130,7 @@ def _holder(run_dir: Path) -> str:
         return ""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags", [(), ("--resume",), ("--overwrite",)], ids=["plain", "resume", "overwrite"])
 def test_one_writer_per_run_directory(tmp_path, tiny_cfg_path, flags):
     run_dir = tmp_path / "run"

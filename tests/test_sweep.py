@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 import yaml
 from conftest import ROOT, assert_user_error, run_cli, tiny_config, write_yaml
 
@@ -51,6 +52,7 @@ def wait_line(proc: subprocess.Popen, *fragments: str) -> list[str]:
     raise AssertionError(f"never saw {todo}: {''.join(seen)[-2500:]}")
 
 
+@pytest.mark.slow
 def test_a_sweep_runs_trials_as_runs_and_ends_with_a_table_best_yaml_and_pictures(tmp_path, tiny_data):
     base, space = setup(tmp_path, tiny_data)
     proc = sweep(base, space, "--trials", "4", "--pruner", "none", "--study", "s1")
@@ -91,6 +93,7 @@ def test_a_sweep_runs_trials_as_runs_and_ends_with_a_table_best_yaml_and_picture
     assert rerun.returncode == 0 and "trial 4:" not in rerun.stdout and len(study_of(folder, "s1").trials) == 4
 
 
+@pytest.mark.slow
 def test_two_jobs_split_the_trials_and_the_median_pruner_stops_hopeless_ones(tmp_path, tiny_data):
     space = {"optim.lr": {"choice": [0.2, 0.1, 0.05, 1.0e-7]}}  # 1e-7 learns nothing: the pruner stops those
     base, space_file = setup(tmp_path, tiny_data, space, epochs=4)
@@ -113,6 +116,7 @@ def test_two_jobs_split_the_trials_and_the_median_pruner_stops_hopeless_ones(tmp
     assert sum(s == "pruned" for s in states.values()) == len(pruned)
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_continues_and_its_killed_trial_resumes_from_its_last_pt(tmp_path, tiny_data):
     base, space = setup(tmp_path, tiny_data, epochs=60, log_every=6)
     args = ("sweep", "--config", str(base), "--space", str(space), "--trials", "2", "--pruner", "none", "--study", "k")
@@ -139,6 +143,7 @@ def test_a_killed_sweep_continues_and_its_killed_trial_resumes_from_its_last_pt(
     assert "retry of 0" in again.stdout
 
 
+@pytest.mark.slow
 def test_sigint_stops_both_jobs_at_a_checkpoint_and_the_same_command_finishes(tmp_path, tiny_data):
     base, space = setup(tmp_path, tiny_data, epochs=60, log_every=6)
     args = ("sweep", "--config", str(base), "--space", str(space), "--trials", "3", "--jobs", "2", "--pruner",
@@ -166,6 +171,7 @@ def test_sigint_stops_both_jobs_at_a_checkpoint_and_the_same_command_finishes(tm
     assert "queued again" in again.stdout
 
 
+@pytest.mark.slow
 def test_bad_spaces_storages_and_studies_are_one_line(tmp_path, tiny_data):
     base, _ = setup(tmp_path, tiny_data)
 

@@ -47,6 +47,7 @@ def postgres():
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_two_sweep_processes_split_one_study_in_postgresql(tmp_path, tiny_data, postgres):
     base = write_yaml(tmp_path / "base.yaml", tiny_config(tiny_data, tmp_path / "runs" / "tiny", train={"epochs": 3}))
     space = write_yaml(tmp_path / "space.yaml", {"optim.lr": {"loguniform": [1.0e-3, 0.3]}})

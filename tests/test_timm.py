@@ -82,6 +82,7 @@ def test_cached_weights_load_with_a_new_head_and_the_hub_is_not_asked(tmp_path, 
     assert notes == [f"model.pretrained {TAG}: fc not loaded (the head has 5 classes, the weights 1000)"]
 
 
+@pytest.mark.slow
 def test_train_from_the_hub_cache_then_eval_report_and_imagenet_labels(tmp_path, tiny_data):
     lay_hub_weights(tmp_path / "hf")
     env = {"HF_HOME": str(tmp_path / "hf")}
@@ -102,6 +103,7 @@ def test_train_from_the_hub_cache_then_eval_report_and_imagenet_labels(tmp_path,
     assert "model: its output has shape [1000] per image, and the data has 2 classes: give its head 2 outputs" in refused.stderr  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_run_that_keeps_the_1000_classes_keeps_their_names_and_predict_prints_them(tmp_path):
     """Data in ImageNet's layout (1000 folders in the order of ImageNet's indices) on the weights' own head:
     the checkpoint keeps the weights' categories, and predict names ImageNet's classes, not the folders."""

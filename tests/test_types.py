@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 SNIPPET = """
@@ -29,6 +30,7 @@ def mypy(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*cmd, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_mypy_catches_a_misspelt_config_attribute(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text(SNIPPET)
@@ -38,6 +40,7 @@ def test_mypy_catches_a_misspelt_config_attribute(tmp_path):
     assert '"TrainConfig" has no attribute "epoch"; maybe "epochs"?' in proc.stdout, proc.stdout
 
 
+@pytest.mark.slow
 def test_mypy_is_clean_on_trainkit():
     proc = mypy()
     assert proc.returncode == 0, proc.stdout + proc.stderr
