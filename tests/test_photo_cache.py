@@ -13,6 +13,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from trainkit.data import augment
+from trainkit.data.images import ImageFolder
 
 SIZES = [(40, 30), (30, 52), (64, 37), (33, 33), (90, 28)]  # (W, H): aspect ratios 0.6 to 3.2
 
@@ -122,6 +123,30 @@ def test_the_store_keeps_pixels_as_decoded_and_serves_channels_last_views(tmp_pa
     for (path, _), (h, w), start in zip(ds.samples, cached.shapes.tolist(), cached.offsets.tolist()):
         decoded = torch.from_numpy(np.array(Image.open(path).convert("RGB")))  # (H, W, C)
         assert torch.equal(cached.images[start : start + 3 * h * w].view(h, w, 3), decoded)
+
+
+def test_a_batch_of_a_host_store_goes_to_another_device_in_one_buffer(tmp_path):
+    from trainkit.data.cache import cache_dataset, gathered, ragged_views
+
+    ds_cached = cache_dataset(ImageFolder(str(photos(tmp_path / "train")), None, "data.train"), "memory", None, 1, "data.train", 200)  # fmt: skip
+    spans = [(shape, start) for shape, start in zip(ds_cached.shapes.tolist(), ds_cached.offsets.tolist())][3:9]
+    direct = ragged_views(ds_cached.images, spans, torch.device("cpu"))  # the store's device: views, no copy
+    assert all(v.untyped_storage().data_ptr() == ds_cached.images.untyped_storage().data_ptr() for v in direct)
+    flat, moved = gathered(ds_cached.images, spans)  # what goes to a GPU: the batch's photos, back to back
+    assert flat.numel() == sum(3 * h * w for (h, w), _ in spans) and [s for _, s in moved][0] == 0
+    again = [flat[s : s + 3 * h * w].view(h, w, 3).permute(2, 0, 1) for (h, w), s in moved]
+    assert all(torch.equal(a, b) for a, b in zip(direct, again))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_ragged_batch_reaches_the_gpu_equal(tmp_path):
+    from trainkit.data.cache import cache_dataset, ragged_views
+
+    cached = cache_dataset(ImageFolder(str(photos(tmp_path / "train")), None, "data.train"), "memory", None, 1, "data.train", 200)  # fmt: skip
+    spans = list(zip(cached.shapes.tolist(), cached.offsets.tolist()))
+    on_gpu = ragged_views(cached.images, spans, torch.device("cuda"))
+    assert all(torch.equal(g.cpu(), c) for g, c in zip(on_gpu, ragged_views(cached.images, spans, torch.device("cpu"))))
 
 
 def test_channels_last_batches_stay_channels_last_and_match_the_planar_result():

@@ -19,6 +19,7 @@ views that the first geometric transform (RandomResizedCrop, or Resize and Cente
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import time
@@ -238,9 +239,24 @@ class CachedLoader(EpochBatches):
 
     def _views(self, indices: list[int]) -> list[torch.Tensor]:
         assert self.shapes is not None and self.offsets is not None
-        out = []
-        for i in indices:
-            (h, w), start = self.shapes[i], self.offsets[i]
-            x = self.images[start : start + 3 * h * w].view(h, w, 3).permute(2, 0, 1)  # channels_last
-            out.append(x if x.device == self.device else x.to(self.device))
-        return out
+        spans = [(self.shapes[i], self.offsets[i]) for i in indices]
+        return ragged_views(self.images, spans, self.device)
+
+
+def ragged_views(images: torch.Tensor, spans: list[tuple[list[int], int]], device: torch.device) -> list[torch.Tensor]:
+    """The photos of a ragged store at `spans` ((H, W), offset) as (3, H, W) channels_last views on `device`.
+    A store in host memory for another device is copied once per batch: the batch's photos gathered into one
+    (pinned, for CUDA) buffer and sent in one transfer, not one transfer per photo."""
+    if images.device != device:
+        images, spans = gathered(images, spans)
+        images = (images.pin_memory() if device.type == "cuda" else images).to(device, non_blocking=True)
+    return [images[start : start + 3 * h * w].view(h, w, 3).permute(2, 0, 1) for (h, w), start in spans]
+
+
+def gathered(
+    images: torch.Tensor, spans: list[tuple[list[int], int]]
+) -> tuple[torch.Tensor, list[tuple[list[int], int]]]:
+    """The pixels of the photos at `spans` back to back in one new buffer, and their spans in it."""
+    sizes = [3 * h * w for (h, w), _ in spans]
+    flat = torch.cat([images[start : start + n] for (_, start), n in zip(spans, sizes)])
+    return flat, [(shape, at) for (shape, _), at in zip(spans, itertools.accumulate(sizes, initial=0))]
