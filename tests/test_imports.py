@@ -26,10 +26,10 @@ sys.exit(code)
 """
 
 
-def imported(cwd, *argv: str) -> set[str]:
-    """The top-level packages of OPTIONAL + TORCH that `trainkit ARGV` has imported when it ends."""
+def imported(cwd, *argv: str, names: tuple[str, ...] = OPTIONAL + TORCH) -> set[str]:
+    """The top-level packages of `names` that `trainkit ARGV` has imported when it ends."""
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(OPTIONAL + TORCH), *argv],
+        [sys.executable, "-c", PROBE, json.dumps(names), *argv],
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -83,3 +83,11 @@ def test_a_command_imports_none_of_the_optional_libraries_it_does_not_use(traine
 def test_the_probe_sees_an_optional_library_a_command_uses(trained):
     tmp, _, _ = trained
     assert "timm" in imported(tmp, "models", "resnet18", "--source", "timm")
+
+
+def test_evaluating_uses_torchnets_meters_without_its_visdom_logger(trained):
+    tmp, _, _ = trained
+    found = imported(
+        tmp, "eval", "--ckpt", str(tmp / "runs" / "tiny" / "best.pt"), names=("torchnet", "visdom", "requests")
+    )
+    assert found == {"torchnet"}  # torchnet's __init__ would import visdom, and visdom requests
