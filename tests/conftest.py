@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from forked_cli import ForkedCli, same_startup_env
+from forked_cli import STARTUP, ForkedCli, same_startup_env
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,6 +102,22 @@ def tiny_cfg_path(tmp_path: Path, tiny_data: Path) -> Path:
 
 
 _FORKED = ForkedCli({**os.environ, "PYTHONUNBUFFERED": "1"})  # its server starts with the first command
+_STARTUP_ENV = {k: v for k, v in os.environ.items() if k.startswith(STARTUP)}
+
+
+@pytest.fixture(autouse=True)
+def _startup_env_as_the_session_began():
+    """run_cli forks its commands only while the variables read at start-up are as the session began. A test
+    (or a library it runs in this process) that left one changed sent every later command of its process to a
+    fresh interpreter, and failed the tests that need the fork (`make test-slow` in CI). Each test starts with
+    them as they were; a change found is said as a warning, with the variables."""
+    now = {k: v for k, v in os.environ.items() if k.startswith(STARTUP)}
+    if now != _STARTUP_ENV:
+        warnings.warn(f"restored the start-up variables a test had changed: {sorted(set(now.items()) ^ set(_STARTUP_ENV.items()))}", stacklevel=1)  # fmt: skip
+        for key in now.keys() - _STARTUP_ENV.keys():
+            del os.environ[key]
+        os.environ.update(_STARTUP_ENV)
+    yield
 
 
 def run_cli(
