@@ -35,7 +35,7 @@ XDIST := -n 2 --dist loadfile
 TEST_ENV := OMP_NUM_THREADS=1
 
 # `make test` leaves out the tests marked `slow` (each over ~20 s: real data, many epochs, many processes, a
-# fuzzer, mypy): about 8 minutes here. CI runs them too (`make test-slow`, about 20 minutes more).
+# fuzzer, mypy): about 5 minutes here. CI runs them too (`make test-slow`, about 20 minutes more).
 test: install
 	$(TEST_ENV) $(BIN)/python -m pytest $(XDIST) -m "not slow"
 

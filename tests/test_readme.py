@@ -76,6 +76,7 @@ def port_free(port: int) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)
 @pytest.mark.parametrize("index", range(1, len(sh_blocks((ROOT / "README.md").read_text(encoding="utf-8")))))
 def test_every_readme_command_runs(tmp_path, digits_run, index):
     commands = sh_blocks((ROOT / "README.md").read_text(encoding="utf-8"))[index]
@@ -115,7 +116,8 @@ def test_every_readme_command_runs(tmp_path, digits_run, index):
                 )
                 assert wait_http(f"http://127.0.0.1:{port}/"), command
             else:
-                proc = run_cli(*words[1:], cwd=tmp_path, env=assigned)
+                # 50 s alone; several times that beside make test-slow's other worker (twenty --nproc 2 starts)
+                proc = run_cli(*words[1:], cwd=tmp_path, env=assigned, timeout=900)
                 assert proc.returncode == 0, (command, proc.stdout[-2000:], proc.stderr[-2000:])
                 assert "refused the" not in proc.stderr, (command, proc.stderr[-2000:])  # a login that works
             ran += 1
