@@ -34,7 +34,7 @@ from typing import Any
 from benchlib import NAMES, ROOT, Worker, bare_steps, device_batches, measure, self_check, whole_epochs
 
 BATCH = 32  # configs/bench_finetune.yaml
-FROZEN_STEPS, UNFROZEN_STEPS = 6, 3  # batches a window: 3 to 5 s for (b) and (c) on 2 cores, 15 to 25 s for (a)
+FROZEN_STEPS, UNFROZEN_STEPS = 6, 6  # batches a window: 3 to 10 s for (b) and (c) on 2 cores, 15 to 45 s for (a)
 MEAN, STD = (0.498,) * 3, (0.502,) * 3  # the weights' own input: (pixel - 127) / 128
 HEAD = "_fc."  # the classifier of efficientnet_lite_pytorch's EfficientNet
 FOREVER = 10**6  # frozen_epochs of the frozen phase's worker: every window it times is frozen
