@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import argparse
 import functools
-import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchlib import NAMES, ROOT, Worker, bare_steps, device_batches, measure, self_check, whole_epochs
+from benchlib import NAMES, ROOT, Worker, bare_steps, device_batches, measure, rates, self_check, whole_epochs
 
 BATCH = 32  # configs/bench_finetune.yaml
 FROZEN_STEPS, UNFROZEN_STEPS = 6, 6  # batches a window: 3 to 10 s for (b) and (c) on 2 cores, 15 to 45 s for (a)
@@ -207,14 +206,16 @@ def phase(args: argparse.Namespace, data: Path, name: str, steps: int) -> tuple[
     finally:
         for w in workers.values():
             w.close()
-    ips = {k: [steps * BATCH / t for t in v] for k, v in times.items()}
-    med = {k: statistics.median(v) for k, v in ips.items()}
-    spread = {k: (max(v) - min(v)) / med[k] for k, v in ips.items()}
+    r = rates(times, seen, steps * BATCH)
+    med, spread = r["med"], r["spread"]
     result = {
         "steps_per_rep": steps,
-        "images_per_s": {NAMES[k]: v for k, v in ips.items()},
+        "images_per_s": {NAMES[k]: v for k, v in r["ips"].items()},
         "median_images_per_s": {NAMES[k]: v for k, v in med.items()},
         "spread": {NAMES[k]: v for k, v in spread.items()},
+        "raw_median_images_per_s": {NAMES[k]: v for k, v in r["raw_med"].items()},
+        "raw_spread": {NAMES[k]: v for k, v in r["raw_spread"].items()},
+        "vcpu_speed": {NAMES[k]: [w["speed"] for w in v] for k, v in seen["windows"].items()},
         "retries": seen["retries"],
         "step_memory": {
             k: memory[k]
@@ -222,6 +223,8 @@ def phase(args: argparse.Namespace, data: Path, name: str, steps: int) -> tuple[
         },  # fmt: skip
         "finetune_ratio_vs_idiomatic": med["c"] / med["a"],
         "finetune_ratio_vs_ceiling": med["c"] / med["b"],
+        "raw_finetune_ratio_vs_idiomatic": r["raw_med"]["c"] / r["raw_med"]["a"],
+        "raw_finetune_ratio_vs_ceiling": r["raw_med"]["c"] / r["raw_med"]["b"],
     }
     return result, [f"fine-tune {name}: {p}" for p in self_check(med, spread)]
 
@@ -238,11 +241,12 @@ def suite(args: argparse.Namespace, flowers: Path) -> tuple[dict, list[str]]:
 
 def report(result: dict) -> None:
     print(f"\nfine-tune ({result['network']}, flowers train, {result['size']} px, batch {result['batch_size']}):")
-    print(f"{'':21}{'median img/s':>14}{'spread':>8}")
+    print(f"{'':21}{'median img/s':>14}{'spread':>8}{'raw median':>12}{'raw spread':>12}")
     for name in ("frozen", "unfrozen"):
         r = result[name]
         for k in "abc":
-            print(f"{name + ' ' + NAMES[k]:21}{r['median_images_per_s'][NAMES[k]]:>14.1f}{r['spread'][NAMES[k]]:>8.1%}")
+            print(f"{name + ' ' + NAMES[k]:21}{r['median_images_per_s'][NAMES[k]]:>14.1f}{r['spread'][NAMES[k]]:>8.1%}"
+                  f"{r['raw_median_images_per_s'][NAMES[k]]:>12.1f}{r['raw_spread'][NAMES[k]]:>12.1%}")  # fmt: skip
     f, u = result["frozen"]["step_memory"], result["unfrozen"]["step_memory"]
     print(
         f"trainkit's step, frozen against unfrozen: {f['saved_for_backward_mb']:.1f} MB against "
@@ -254,7 +258,8 @@ def report(result: dict) -> None:
         r = result[name]
         print(
             f"{name}: finetune_ratio_vs_idiomatic={r['finetune_ratio_vs_idiomatic']:.2f} "
-            f"finetune_ratio_vs_ceiling={r['finetune_ratio_vs_ceiling']:.2f}"
+            f"finetune_ratio_vs_ceiling={r['finetune_ratio_vs_ceiling']:.2f} (raw: c/a "
+            f"{r['raw_finetune_ratio_vs_idiomatic']:.2f}, c/b {r['raw_finetune_ratio_vs_ceiling']:.2f})"
         )
 
 
