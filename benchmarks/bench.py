@@ -284,6 +284,7 @@ def photo_suite(args: argparse.Namespace) -> tuple[dict, list[str]]:
         "raw_median_images_per_s": r["raw_med"],
         "raw_spread": r["raw_spread"],
         "vcpu_speed": {k: [w["speed"] for w in v] for k, v in seen["windows"].items()},
+        "window_stats": seen["windows"],
         "data_only_images_per_s": data["ips"],
         "data_only_median": data_med,
         "data_only_spread": data["spread"],

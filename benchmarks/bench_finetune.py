@@ -216,6 +216,7 @@ def phase(args: argparse.Namespace, data: Path, name: str, steps: int) -> tuple[
         "raw_median_images_per_s": {NAMES[k]: v for k, v in r["raw_med"].items()},
         "raw_spread": {NAMES[k]: v for k, v in r["raw_spread"].items()},
         "vcpu_speed": {NAMES[k]: [w["speed"] for w in v] for k, v in seen["windows"].items()},
+        "window_stats": {NAMES[k]: v for k, v in seen["windows"].items()},
         "retries": seen["retries"],
         "step_memory": {
             k: memory[k]

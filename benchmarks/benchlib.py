@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "bench.py"  # the worker processes run it with --worker KIND
 PROBE_EVERY = 0.1  # seconds between two samples of the vCPUs' speed
 SPREAD_LIMIT = 0.15  # a repetition-to-repetition spread above this: the numbers are not to be believed
+WARMUPS = 2  # untimed rounds of every approach before the timed ones (one left (a) settling at 224 px)
 RETRIES = 3  # times a repetition outside the others' range is measured again before the spread counts
 NAMES = {"a": "idiomatic", "b": "ceiling", "c": "trainkit"}
 
@@ -329,8 +330,9 @@ def measure(
         return window, after - before, stolen_after - stolen_before
 
     speeds = probe()
-    for k in workers:
-        timed(k)  # warm-up: worker start-up, allocator, caches
+    for _ in range(WARMUPS):  # worker start-up, allocator, caches, and the memory the others settle on
+        for k in workers:
+            timed(k)
     times: dict[str, list[float]] = {k: [] for k in workers}
     stolen: dict[str, list[float]] = {k: [] for k in workers}
     steal: dict[str, list[float]] = {k: [] for k in workers}
@@ -355,10 +357,12 @@ def measure(
         )
     retries: list[dict] = []
     for k in order:  # a repetition outside the others' range is measured again, up to RETRIES times
+        again: set[int] = set()  # the repetitions measured again: a retry is not the next one's candidate
         for _ in range(RETRIES):
-            i = outlier(times[k])
+            i = outlier(times[k], again)
             if i is None:
                 break
+            again.add(i)
             window, cpu, vm = timed(k)
             retry = {"approach": NAMES[k], "what": label + what, "was_s": times[k][i], "now_s": window["full_speed_s"],
                      "slow_window": windows[k][i], "retry_window": window, "others_cpu_s": cpu, "steal_s": vm}  # fmt: skip
@@ -380,15 +384,19 @@ def rates(times: dict[str, list[float]], seen: dict, images: int) -> dict[str, d
     return out
 
 
-def outlier(seconds: list[float]) -> int | None:
-    """The repetition farthest from the median while the spread is over SPREAD_LIMIT; None when it is not."""
+def outlier(seconds: list[float], again: set[int] = frozenset()) -> int | None:
+    """While the spread is over SPREAD_LIMIT, the repetition farthest from the median of those not measured
+    again yet (`again`); None when the spread is within it, or every repetition was measured again. A retry
+    that confirms the value it replaced (the majority was the odd one: an approach still settling in its
+    first windows) leaves the next retry to the other end."""
     if len(seconds) < 3:
         return None
     med = statistics.median(seconds)
     rates = [1 / t for t in seconds]
     if (max(rates) - min(rates)) * med <= SPREAD_LIMIT:  # spread of images/s over their median
         return None
-    return max(range(len(seconds)), key=lambda i: abs(seconds[i] - med))
+    left = [i for i in range(len(seconds)) if i not in again]
+    return max(left, key=lambda i: abs(seconds[i] - med)) if left else None
 
 
 def describe_retry(retry: dict, images: int) -> str:
