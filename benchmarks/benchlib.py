@@ -325,11 +325,11 @@ def measure(
             if not args.no_isolate:
                 for w in others:
                     w.signal(signal.SIGCONT)
-        window["speed"] = speeds.speed(window["start"], window["start"] + window["seconds"])
+        window["speed"] = speeds.speed(window["start"], window["start"] + window["seconds"]) if speeds else 1.0
         window["full_speed_s"] = window["seconds"] * window["speed"]
         return window, after - before, stolen_after - stolen_before
 
-    speeds = probe()
+    speeds = probe() if args.device == "cpu" else None  # a GPU's windows are timed as they are
     for _ in range(WARMUPS):  # worker start-up, allocator, caches, and the memory the others settle on
         for k in workers:
             timed(k)
