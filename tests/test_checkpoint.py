@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import shutil
 from pathlib import Path
@@ -15,6 +14,7 @@ from torch import nn
 
 from trainkit.errors import CheckpointError
 from trainkit.store import checkpoint
+from trainkit.store.files import temporary_name
 
 
 def test_atomic_save_round_trip_and_no_temporary_left(tmp_path):
@@ -96,7 +96,7 @@ def test_write_error_keeps_the_previous_checkpoint(tmp_path):
     checkpoint.atomic_save({"format": checkpoint.FORMAT, "epoch": 1}, tmp_path / "last.pt")
     before = (tmp_path / "last.pt").read_bytes()
     # A real ENOSPC: the temporary file is a link to /dev/full.
-    Path(tmp_path / f".last.pt.tmp-{os.getpid()}").symlink_to("/dev/full")
+    temporary_name(tmp_path / "last.pt").symlink_to("/dev/full")
     with pytest.raises(
         TrainingError,
         match=r"could not save checkpoint .*last.pt: No space left on device; the previous last.pt is intact",

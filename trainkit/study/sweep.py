@@ -27,6 +27,7 @@ from typing import Any, Literal
 from trainkit.errors import ConfigError, RunDirError, TrainingError
 from trainkit.run import stopping
 from trainkit.run.config import Config
+from trainkit.store.files import process_alive, write_text_atomic
 from trainkit.study.space import Param, grid, setting
 from trainkit.text import first_line, fmt_metric
 
@@ -160,7 +161,6 @@ def open_study(sw: Sweep, worker: int = 0, create: bool = False) -> Any:
 
 def write_marker(sw: Sweep) -> None:
     """study.json in the study's folder: what `trainkit runs` groups the trials by, and what made them."""
-    from trainkit.store.files import write_text_atomic
     from trainkit.study.runs import STUDY_FILE
 
     marker = {"study": sw.study, "storage": sw.where, "base": sw.base, "space": json.loads(sw.canonical_space()),
@@ -171,13 +171,7 @@ def write_marker(sw: Sweep) -> None:
 def _alive(pid: Any) -> bool:
     if not isinstance(pid, int) or pid <= 0:
         return True  # not ours to judge
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return process_alive(pid)
 
 
 def recover(study: Any) -> list[int]:
